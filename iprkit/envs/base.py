@@ -1,0 +1,165 @@
+"""The environment protocol the whole pipeline uses.
+
+An adapter wraps a real environment package (TextWorld, ALFWorld, InterCode) behind
+this small interface. Everything above it (expert trajectories, exploration, Monte
+Carlo rollouts, evaluation) is written once against :class:`Env`.
+
+Contract:
+- ``task_ids(split)`` lists the tasks of a split; ``reset(task_id)`` starts an episode
+  and returns ``(instruction, first observation)``.
+- ``step(action)`` returns a :class:`StepResult`; an action the env cannot parse gets
+  the env's own feedback as the observation, never an exception. The episode ends
+  when the task is solved or failed, or after ``max_steps`` steps (``info['truncated']``).
+- ``final_reward()`` and ``success()`` give the episode's outcome so far (final reward
+  in [0, 1]).
+- ``expert(task_id)`` gives the gold action sequence.
+- Replaying the same action prefix always gives the same observations.
+- Envs with ``can_snapshot`` offer ``snapshot()``/``restore()``; Monte Carlo rollouts
+  use them instead of replaying a prefix.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+from iprkit.errors import EpisodeOverError, UnknownTaskError
+
+
+@dataclass
+class StepResult:
+    """What one env step returns."""
+
+    observation: str
+    reward: float
+    """Immediate reward of this step (the change in the episode's final reward)."""
+    done: bool
+    info: dict = field(default_factory=dict)
+
+
+class Env(ABC):
+    """Base class of the env adapters; subclasses implement the ``_``-prefixed hooks."""
+
+    name: ClassVar[str] = "env"
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    can_snapshot: ClassVar[bool] = False
+    max_steps: int = 30
+
+    def __init__(self) -> None:
+        self._task: str | None = None
+        self._t = 0
+        self._done = True
+        self._reward = 0.0
+        self._won = False
+
+    # -- to implement -----------------------------------------------------------
+    @abstractmethod
+    def task_ids(self, split: str) -> list[str]:
+        """The task ids of a split, in a fixed order."""
+
+    @abstractmethod
+    def expert(self, task_id: str) -> list[str]:
+        """The gold action sequence of a task."""
+
+    @abstractmethod
+    def _reset(self, task_id: str) -> tuple[str, str]:
+        """Start the task; return (instruction, first observation)."""
+
+    @abstractmethod
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """Apply an action; return (observation, final reward so far, done, won, info)."""
+
+    # -- the protocol ------------------------------------------------------------
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise UnknownTaskError(f"{self.name}: unknown split {split!r}; choose one of {list(self.splits)}.")
+
+    def check_task(self, task_id: str) -> None:
+        """Raise a clear error for a task id no split holds."""
+        for s in self.splits:
+            if task_id in self._task_set(s):
+                return
+        raise UnknownTaskError(
+            f"{self.name}: unknown task id {task_id!r}. List valid ids with env.task_ids(split) "
+            f"for split in {list(self.splits)}.")
+
+    def _task_set(self, split: str) -> set:
+        cache = self.__dict__.setdefault("_task_sets", {})
+        if split not in cache:
+            cache[split] = set(self.task_ids(split))
+        return cache[split]
+
+    def reset(self, task_id: str) -> tuple[str, str]:
+        """Start an episode of ``task_id``; return (instruction, first observation)."""
+        task_id = str(task_id)
+        self.check_task(task_id)
+        instruction, obs = self._reset(task_id)
+        self._task, self._t, self._done, self._reward, self._won = task_id, 0, False, 0.0, False
+        return instruction, obs
+
+    def step(self, action: str) -> StepResult:
+        """Apply one action. Raises only when no episode is running."""
+        if self._task is None:
+            raise EpisodeOverError(f"{self.name}: call reset(task_id) before step().")
+        if self._done:
+            raise EpisodeOverError(f"{self.name}: episode of task {self._task!r} is over; call reset(task_id).")
+        obs, reward, done, won, info = self._step(action)
+        self._t += 1
+        info = dict(info, step=self._t, won=won)
+        if not done and self._t >= self.max_steps:
+            done, info["truncated"] = True, True
+        delta, self._reward, self._won, self._done = reward - self._reward, reward, won, done
+        return StepResult(obs, delta, done, info)
+
+    def replay(self, task_id: str, actions: Sequence[str]) -> tuple[str, str, list[StepResult]]:
+        """Reset and apply ``actions`` (stopping early if the episode ends)."""
+        instruction, obs = self.reset(task_id)
+        results = []
+        for a in actions:
+            if self._done:
+                break
+            results.append(self.step(a))
+        return instruction, obs, results
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def steps_taken(self) -> int:
+        return self._t
+
+    def final_reward(self) -> float:
+        """The episode's final reward so far, in [0, 1]."""
+        return float(self._reward)
+
+    def success(self) -> bool:
+        """Whether the episode's task is solved."""
+        return bool(self._won)
+
+    def expert_thought(self, action: str, seen: str) -> str:
+        """A short template thought for an expert action; ``seen`` is every observation
+        so far (adapters override this with env-specific templates)."""
+        return f"Next I will {action}."
+
+    def snapshot(self) -> Any:
+        """A copy of the current state (only where ``can_snapshot``)."""
+        raise NotImplementedError(f"{self.name} cannot snapshot its state; replay the prefix instead.")
+
+    def restore(self, snap: Any) -> None:
+        """Return to a state from :meth:`snapshot`."""
+        raise NotImplementedError(f"{self.name} cannot snapshot its state; replay the prefix instead.")
+
+    def _episode_state(self) -> tuple:
+        return (self._task, self._t, self._done, self._reward, self._won)
+
+    def _set_episode_state(self, state: tuple) -> None:
+        self._task, self._t, self._done, self._reward, self._won = state
+
+    def close(self) -> None:
+        """Release the env's resources."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

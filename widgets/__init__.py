@@ -1,0 +1,1 @@
+"""iprkit.widgets: the Jupyter UI (installed from widgets/ under this name)."""
