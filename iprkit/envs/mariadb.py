@@ -58,14 +58,16 @@ class LocalMariaDB:
         user = ["--user=root"] if os.geteuid() == 0 else []
         if not data.exists():
             r = subprocess.run([self.install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal",
-                                "--skip-test-db", *user], capture_output=True, text=True)
+                                "--skip-test-db", "--lower-case-table-names=1", *user], capture_output=True, text=True)
             if r.returncode != 0:
                 raise IprkitError(f"sql: mariadb-install-db failed in {data}:\n{r.stderr[-2000:]}")
         self.log = open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen(
             [self.server, "--no-defaults", f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
              "--bind-address=127.0.0.1", f"--pid-file={self.dir / 'mysqld.pid'}", "--skip-log-bin",
-             "--innodb-buffer-pool-size=64M", *user], stdout=self.log, stderr=self.log)
+             "--innodb-buffer-pool-size=64M",
+             # as InterCode's docker-compose: Spider's queries spell table names in any case
+             "--lower-case-table-names=1", *user], stdout=self.log, stderr=self.log)
         atexit.register(self.stop)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -92,6 +92,10 @@ def _intercode_env_class():
             except mysql.connector.Error:  # MySQL: milliseconds, SELECT only
                 self.cur.execute(f"SET SESSION max_execution_time = {int(self.timeout_s * 1000)}")
             self.cur.execute(f"SET SESSION sql_select_limit = {int(self.max_rows)}")
+            self.cur.execute("SELECT @@lower_case_table_names")
+            if self.cur.fetchall()[0][0] == 0:
+                warnings.warn("sql: the server has lower_case_table_names=0; Spider's gold queries spell table names "
+                              "in any case and ~15% will fail. Start it with --lower-case-table-names=1 (as InterCode does).")
 
         def reset_container(self):
             if not self.cnx.is_connected():

@@ -9,9 +9,11 @@ reward is score / max_score and success is TextWorld's ``won``.
 """
 
 import random
+from concurrent.futures import ProcessPoolExecutor
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from iprkit.envs.base import Env
 from iprkit.envs.cache import cache_dir
 from iprkit.errors import IprkitError, UnknownTaskError
+
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,18 @@ class TextWorldEnv(Env):
             generate_game(self.preset, seed, self.game_dir)
         return path
 
-    def prepare(self, split: str, limit: int | None = None) -> None:
-        """Generate (or find cached) every game of a split, with a progress bar."""
-        ids = self.task_ids(split)[:limit]
-        missing = [t for t in ids if not (self.game_dir / f"{self._seed(t)}.json").exists()]
-        for t in tqdm(missing, desc=f"textworld {self.preset} {split}: generating games", disable=not missing):
-            self.game_path(t)
+    def prepare(self, split: str, limit: int | None = None, workers: int = 2) -> None:
+        """Generate (or find cached) every game of a split, ``workers`` at a time, with a
+        progress bar."""
+        seeds = [self._seed(t) for t in self.task_ids(split)[:limit]]
+        missing = [s for s in seeds if not (self.game_dir / f"{s}.json").exists()]
+        if not missing:
+            return
+        bar = tqdm(total=len(missing), desc=f"textworld {self.preset} {split}: generating games")
+        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+            for _ in pool.map(generate_game, [self.preset] * len(missing), missing, [self.game_dir] * len(missing)):
+                bar.update()
+        bar.close()
 
     def expert(self, task_id: str) -> list[str]:
         import textworld
@@ -140,17 +149,21 @@ class TextWorldEnv(Env):
         import textworld
 
         path = str(self.game_path(task_id))
-        if self._loaded != path:
-            if self._env is not None:
-                self._env.close()
-            infos = textworld.EnvInfos(score=True, max_score=True, won=True, lost=True,
-                                       admissible_commands=True, objective=True)
-            self._env, self._loaded = textworld.start(path, request_infos=infos), path
-        gs = self._env.reset()
+        with warnings.catch_warnings():  # jericho: TextWorld's own z8 games are "not fully supported"
+            warnings.simplefilter("ignore")
+            if self._loaded != path:
+                if self._env is not None:
+                    self._env.close()
+                infos = textworld.EnvInfos(score=True, max_score=True, won=True, lost=True,
+                                           admissible_commands=True, objective=True)
+                self._env, self._loaded = textworld.start(path, request_infos=infos), path
+            gs = self._env.reset()
         self._max_score = max(1, gs.max_score or 1)
         self.admissible_commands = list(gs.admissible_commands or [])
         objective = gs.objective.strip()
-        first = gs.feedback.split(objective, 1)[-1] if objective in gs.feedback else gs.feedback
+        # the first feedback is banner + objective + room; the room starts at its "-= Name =-" header
+        room = re.search(r"^-= .+? =-$", gs.feedback, re.MULTILINE)
+        first = gs.feedback[room.start():] if room else gs.feedback.split(objective, 1)[-1]
         instruction = f"You are playing a text adventure game. Your task: {objective}"
         return instruction, _clean(first)
 

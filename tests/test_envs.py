@@ -1,0 +1,138 @@
+"""The env protocol over the real packages: expert replay, deterministic replay,
+snapshots, step limits and the env's own feedback for bad actions."""
+
+import random
+import re
+
+import pytest
+
+from iprkit.envs.base import StepResult
+from iprkit.experts import expert_trajectories
+
+
+def _prefixes(env, split, n, seed=0, tasks=None):
+    rng = random.Random(seed)
+    ids = tasks or env.task_ids(split)
+    out = []
+    for _ in range(n):
+        t = rng.choice(ids)
+        gold = env.expert(t)
+        k = rng.randint(0, len(gold))
+        # mix gold actions with an off-path admissible-looking action, to cover more states
+        prefix = gold[:k] + (["look"] if rng.random() < 0.3 else [])
+        out.append((t, prefix))
+    return out
+
+
+def _replay_record(env, task, prefix):
+    instruction, obs, results = env.replay(task, prefix)
+    return instruction, obs, [(r.observation, r.reward, r.done, sorted(r.info.items(), key=str)) for r in results], \
+        env.final_reward(), env.success()
+
+
+def _assert_deterministic(env, split, n, tasks=None):
+    prefixes = _prefixes(env, split, n, tasks=tasks)
+    first = [_replay_record(env, t, p) for t, p in prefixes]
+    random.Random(1).shuffle(order := list(range(n)))  # replay in another order: no state leaks between episodes
+    for i in order:
+        assert _replay_record(env, *prefixes[i]) == first[i], f"replay of {prefixes[i]} differed"
+
+
+# -- TextWorld ------------------------------------------------------------------------
+
+def test_textworld_expert_replay_wins_every_test_game(tw_env):
+    ids = tw_env.task_ids("test")
+    trajs, failures = expert_trajectories(tw_env, ids, progress=False)
+    assert not failures
+    assert len(trajs) == 100 and all(t.success and t.final_reward == 1.0 for t in trajs)
+    assert all(t.steps[-1].done for t in trajs)
+    # thoughts are written, and the banner never reaches the model
+    assert all(s.thought for t in trajs for s in t.steps)
+    texts = [t.observation for t in trajs] + [s.observation for t in trajs for s in t.steps]
+    assert not any("$$$$" in x or re.search(r"=-\d+/\d+", x) or "RESTART" in x for x in texts)
+
+
+def test_textworld_splits_are_disjoint_seed_ranges(tw_env):
+    train, test = set(tw_env.task_ids("train")), set(tw_env.task_ids("test"))
+    assert not train & test
+    assert tw_env.expert(sorted(test)[0])  # a gold path exists
+
+
+def test_textworld_replay_is_deterministic(tw_env):
+    _assert_deterministic(tw_env, "test", 50)
+
+
+def test_textworld_snapshot_matches_replay(tw_env):
+    t = tw_env.task_ids("test")[3]
+    gold = tw_env.expert(t)
+    tw_env.reset(t)
+    tw_env.step(gold[0])
+    snap = tw_env.snapshot()
+    rest_a = [tw_env.step(a) for a in gold[1:]]
+    won_a = tw_env.success()
+    tw_env.restore(snap)
+    rest_b = [tw_env.step(a) for a in gold[1:]]
+    assert [(r.observation, r.reward, r.done) for r in rest_a] == [(r.observation, r.reward, r.done) for r in rest_b]
+    assert won_a and tw_env.success()
+    # the snapshot can be restored again, and into a new branch
+    tw_env.restore(snap)
+    assert tw_env.steps_taken == 1 and not tw_env.done
+
+
+def test_textworld_bad_action_gets_env_feedback_and_step_limit(tw_env):
+    t = tw_env.task_ids("test")[0]
+    tw_env.reset(t)
+    r = tw_env.step("fly to the moon")
+    assert isinstance(r, StepResult) and r.observation and not r.done and r.reward == 0.0
+    for _ in range(tw_env.max_steps - 2):
+        assert not tw_env.step("look").done
+    last = tw_env.step("look")
+    assert last.done and last.info.get("truncated") and not tw_env.success()
+
+
+# -- ALFWorld -------------------------------------------------------------------------
+
+def test_alfworld_splits_and_expert_replay(alf_env):
+    assert len(alf_env.task_ids("valid_seen")) == 140 and len(alf_env.task_ids("valid_unseen")) == 134
+    sample = alf_env.task_ids("valid_unseen")[::7]  # 20 games of every task type; the full split is in the README
+    trajs, failures = expert_trajectories(alf_env, sample, progress=False)
+    assert not failures
+    assert sum(t.success for t in trajs) / len(trajs) >= 0.95
+    t = trajs[0]
+    assert "Your task is to:" in t.instruction and "Welcome to TextWorld" not in t.observation
+    assert alf_env.max_steps == 20
+
+
+def test_alfworld_replay_is_deterministic(alf_env):
+    _assert_deterministic(alf_env, "valid_unseen", 10, tasks=alf_env.task_ids("valid_unseen")[:5])
+
+
+def test_alfworld_admissible_commands_and_bad_action(alf_env):
+    t = alf_env.task_ids("valid_seen")[0]
+    alf_env.reset(t)
+    assert any(c.startswith("go to") for c in alf_env.admissible_commands)
+    r = alf_env.step("dance wildly")
+    assert r.observation == "Nothing happens." and not r.done
+
+
+# -- InterCode-SQL --------------------------------------------------------------------
+
+def test_sql_split_by_database(sql_env):
+    from iprkit.envs.sql_env import TEST_DBS
+
+    train, test = sql_env.task_ids("train"), sql_env.task_ids("test")
+    assert len(train) + len(test) == 1034 and len(test) == 205
+    assert {sql_env.task(t)["db"] for t in test} == set(TEST_DBS)
+    assert not {sql_env.task(t)["db"] for t in train} & set(TEST_DBS)
+
+
+def test_sql_gold_scoring_reproduces_intercode_mean(sql_env):
+    ids = sql_env.task_ids("train") + sql_env.task_ids("test")
+    trajs, failures = expert_trajectories(sql_env, ids, progress=False)
+    assert not failures
+    mean = sum(t.final_reward for t in trajs) / len(trajs)
+    assert 0.985 <= mean <= 1.0, mean  # InterCode reports about 0.99 for the gold queries
+
+
+def test_sql_replay_is_deterministic(sql_env):
+    _assert_deterministic(sql_env, "test", 10)
