@@ -19,7 +19,7 @@ def env_kwargs(args) -> dict:
     """Constructor settings for the env named by ``--env`` from the common flags."""
     kw = {}
     if args.env in ("textworld", "tw"):
-        kw.update(preset=args.preset)
+        kw.update(preset=args.difficulty)
     elif args.env == "alfworld" and args.alfworld_data:
         kw.update(data_dir=args.alfworld_data)
     elif args.env in ("sql", "intercode-sql"):
@@ -34,7 +34,7 @@ def env_kwargs(args) -> dict:
 
 def add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="textworld", help="textworld (default), alfworld or sql")
-    p.add_argument("--preset", default="easy", help="TextWorld difficulty preset: easy, medium, hard")
+    p.add_argument("--difficulty", default="easy", help="TextWorld difficulty preset: easy, medium, hard")
     p.add_argument("--alfworld-data", help="ALFWorld data folder (default: $ALFWORLD_DATA)")
     p.add_argument("--sql-data", help="InterCode data folder holding spider/ (default: $INTERCODE_DATA)")
     p.add_argument("--sql-url", help="mysql://user:password@host:port of a read-only user (default: "
@@ -62,6 +62,80 @@ def cmd_experts(args) -> int:
     return 0
 
 
+def _expert_data(args):
+    """Trajectories from --experts FILE, else generated from the env's train split."""
+    from iprkit.trajectory import load_trajectories
+
+    if args.experts:
+        return load_trajectories(args.experts)
+    from iprkit.envs import make_env
+    from iprkit.experts import expert_trajectories
+
+    with make_env(args.env, **env_kwargs(args)) as env:
+        if hasattr(env, "prepare"):
+            env.prepare(args.split, limit=args.limit)
+        trajs, failures = expert_trajectories(env, env.task_ids(args.split)[: args.limit])
+    if failures:
+        print(f"skipped {len(failures)} tasks whose gold path raised", file=sys.stderr)
+    return [t for t in trajs if t.success]
+
+
+def cmd_sft(args) -> int:
+    from iprkit.config import load_config, to_dict
+    from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft
+
+    if args.preset and args.preset not in SFT_PRESETS:
+        raise IprkitError(f"unknown SFT preset {args.preset!r}; choose one of {list(SFT_PRESETS)}.")
+    cfg = load_config(SFTSettings, args.config, args.overrides, base=SFT_PRESETS.get(args.preset, {}))
+    trajs = _expert_data(args)
+    if not trajs:
+        raise IprkitError("no expert trajectories to train on (all failed to replay?).")
+    model_dir = train_sft(trajs, cfg, args.out)
+    print(f"SFT on {len(trajs)} expert trajectories -> {model_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from iprkit.backends import GenerationConfig, HFBackend
+    from iprkit.config import load_config, save_run_config
+    from iprkit.envs import make_env
+    from iprkit.evaluate import evaluate_model, random_agent, save_eval
+
+    gen = load_config(GenerationConfig, args.config, args.overrides)
+    torch.set_num_threads(args.threads)
+    kw = env_kwargs(args)
+    with make_env(args.env, **kw) as env:
+        splits = [args.split] if args.split else list(env.test_splits)
+        report = {}
+        for split in splits:
+            ids = env.task_ids(split)[: args.limit]
+            if hasattr(env, "prepare"):
+                env.prepare(split, limit=args.limit)
+            if args.model == "random":
+                metrics, trajs = random_agent(env, ids, seed=args.seed)
+            else:
+                from iprkit.models import load_model
+
+                model, tok = load_model(args.model)
+                backend = HFBackend(model, tok, gen)
+                url = getattr(env, "url", None)
+                factory = (lambda: make_env(args.env, **{**kw, "url": url})) if url else (lambda: make_env(args.env, **kw))
+                metrics, trajs = evaluate_model(backend, factory, ids, seed=args.seed, max_live=gen.batch_size,
+                                                desc=f"eval {split}")
+            save_eval(args.out, split, metrics, trajs)
+            report[split] = metrics
+            print(f"{env.name} {split}: success {metrics['success_rate']:.3f}, reward {metrics['avg_reward']:.3f}, "
+                  f"steps {metrics['avg_steps']:.2f}, invalid {metrics['invalid_action_rate']:.3f} "
+                  f"({metrics['episodes']} episodes)")
+    save_run_config(args.out, gen, "eval_config.json")
+    from iprkit.io import write_json
+
+    write_json(f"{args.out}/metrics.json", {"model": args.model, "env": args.env, **report})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iprkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N tasks of the split")
     p.add_argument("--out", required=True, help="output .jsonl file")
     p.set_defaults(func=cmd_experts)
+
+    from iprkit.backends import GenerationConfig
+    from iprkit.config import help_text
+    from iprkit.sft import SFTSettings
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of the base agent (TRL SFTTrainer)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config fields (set in --config YAML or as KEY=VALUE):\n" + help_text(SFTSettings))
+    add_env_args(p)
+    p.add_argument("--preset", default="tiny", help="starting config: tiny (default), smoke, paper")
+    p.add_argument("--config", help="YAML file of SFTSettings fields")
+    p.add_argument("--experts", help="expert trajectories (.jsonl); default: generated from --env's --split")
+    p.add_argument("--split", default="train", help="split to take expert trajectories from")
+    p.add_argument("--limit", type=int, help="only the first N tasks")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-3")
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("eval", help="greedy evaluation of a model (or the random agent) on a split",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="generation fields (set in --config YAML or as KEY=VALUE):\n" + help_text(GenerationConfig))
+    add_env_args(p)
+    p.add_argument("--model", required=True, help="model folder, hub id, or 'random' (random admissible actions)")
+    p.add_argument("--split", help="split to evaluate (default: the env's test splits, each reported apart)")
+    p.add_argument("--limit", type=int, help="only the first N tasks of each split")
+    p.add_argument("--config", help="YAML file of GenerationConfig fields")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="generation overrides, e.g. max_new_tokens=64")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

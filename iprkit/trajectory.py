@@ -31,6 +31,8 @@ class Step:
     """The env's immediate reward for this step."""
     done: bool = False
     """Whether the episode ended with this step."""
+    valid: bool = True
+    """False when the model's turn had no ``Action:`` line (the env still answered it)."""
 
     def turn(self) -> str:
         """The assistant turn as the model sees and writes it."""

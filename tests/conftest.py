@@ -86,3 +86,23 @@ def run_cli(*args, **kw):
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "iprkit.cli", *args], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def tw_experts(tw_env):
+    from iprkit.experts import expert_trajectories
+
+    return expert_trajectories(tw_env, tw_env.task_ids("test")[:40], progress=False)[0]
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory, tw_experts):
+    """A tiny model briefly trained on TextWorld experts (the test-scale SFT)."""
+    import torch
+
+    from iprkit.config import from_dict
+    from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft
+
+    torch.set_num_threads(2)
+    cfg = from_dict(SFTSettings, {**SFT_PRESETS["smoke"], "max_steps": 60, "batch_size": 8})
+    return train_sft(tw_experts, cfg, tmp_path_factory.mktemp("sft"), progress=False)
