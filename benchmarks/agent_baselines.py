@@ -60,13 +60,14 @@ def main():
     detail = {}
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
-        t0 = time.time()
         cfg = from_dict(SFTSettings, {**SFT_PRESETS[args.sft_preset], "seed": seed})
-        model_dir = train_sft(trajs, cfg, out / "sft")
-        sft_s = time.time() - t0
+        model_dir = out / "sft" / "model"
+        if not model_dir.exists():  # resume: a finished seed is not retrained
+            model_dir = train_sft(trajs, cfg, out / "sft")
+        sft_s = json.loads((out / "sft" / "sft_metrics.json").read_text())["runtime_s"]
         for name, path in (("sft", model_dir), ("untrained", create_tiny(corpus(trajs), out / "untrained", seed=seed))):
             model, tok = load_model(path)
-            m, ev = evaluate_model(HFBackend(model, tok, GenerationConfig()), lambda: TextWorldEnv(n_test=args.n_test),
+            m, ev = evaluate_model(HFBackend(model, tok, GenerationConfig(max_new_tokens=48)), lambda: TextWorldEnv(n_test=args.n_test),
                                    ids, seed=seed, desc=f"{name} seed {seed}")
             save_eval(out, name, m, ev)
             rows[name].append(m)

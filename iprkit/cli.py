@@ -5,6 +5,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from iprkit.errors import IprkitError
 
@@ -136,6 +137,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from iprkit.config import load_config
+    from iprkit.loop import Runner, RunConfig, StopRun
+    from iprkit.presets import RUN_PRESETS
+
+    if args.preset not in RUN_PRESETS:
+        raise IprkitError(f"unknown preset {args.preset!r}; choose one of {list(RUN_PRESETS)}.")
+    cfg = load_config(RunConfig, args.config, args.overrides, base=RUN_PRESETS[args.preset])
+    runner = Runner(cfg, args.out, stop_after=args.stop_after)
+    try:
+        out = runner.run()
+    except StopRun as e:
+        print(f"stopped after {e} (stop_after); rerun without it to resume")
+        return 0
+    finally:
+        runner.close()
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iprkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="generation overrides, e.g. max_new_tokens=64")
     p.set_defaults(func=cmd_eval)
+
+    from iprkit.loop import RunConfig
+
+    p = sub.add_parser("run", help="the main job: SFT, then ETO/IPR iterations and baselines, one results table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config fields (set in --config YAML or as KEY=VALUE, nested with dots):\n" + help_text(RunConfig))
+    p.add_argument("--preset", default="demo", help="smoke, demo (default) or paper")
+    p.add_argument("--config", help="YAML file of RunConfig fields")
+    p.add_argument("--out", required=True, help="run directory (a rerun resumes)")
+    p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. ipr/iter1/score); rerun to resume")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] methods=[sft,ipr] mc.n=5")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

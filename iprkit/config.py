@@ -62,7 +62,7 @@ def _coerce(cls, name: str, tp, value, where: str):
         if not isinstance(value, dict):
             raise IprkitError(f"{where}: field '{name}' must be a mapping of {tp.__name__} fields, got {value!r}.")
         return from_dict(tp, value, where=f"{where}.{name}")
-    if tp is Any:
+    if tp is Any or (tp in (dict, list) and isinstance(value, tp)):
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)

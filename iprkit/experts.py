@@ -41,3 +41,25 @@ def expert_trajectories(env: Env, task_ids: Iterable[str], progress: bool = True
         except Exception as e:  # one bad episode never stops a batch
             failures.append({"task_id": t, "error": f"{type(e).__name__}: {e}"})
     return trajs, failures
+
+
+def verify_experts(env: Env, trajs: list[Trajectory], progress: bool = True) -> tuple[list[Trajectory], list[dict]]:
+    """Replay given expert trajectories (e.g. imported data) in the env. Returns the ones that
+    reproduce, re-recorded with the env's own observations and rewards, and one failure row per
+    task that does not (unknown task, an action that raises, or no success at the end)."""
+    ok, failures = [], []
+    for t in tqdm(trajs, desc=f"{env.name}: verifying experts", disable=not progress):
+        try:
+            instruction, obs, results = env.replay(t.task_id, t.actions)
+        except Exception as e:  # one bad trajectory never stops the batch
+            failures.append({"task_id": t.task_id, "error": f"{type(e).__name__}: {e}"})
+            continue
+        if not env.success():
+            failures.append({"task_id": t.task_id, "error": f"replay ends with final reward {env.final_reward():.2f}, "
+                                                            "not success"})
+            continue
+        steps = [Step(action=s.action, thought=s.thought, observation=r.observation, reward=r.reward, done=r.done)
+                 for s, r in zip(t.steps, results)]
+        ok.append(Trajectory(env=env.name, task_id=t.task_id, instruction=instruction, observation=obs, steps=steps,
+                             final_reward=env.final_reward(), success=True, source=t.source, meta=t.meta))
+    return ok, failures

@@ -42,6 +42,14 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Read one JSON document; errors name the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise IprkitError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); delete the file to recompute it.") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; a malformed line raises an
     error naming the file and line."""

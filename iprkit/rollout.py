@@ -37,10 +37,15 @@ class RolloutEngine:
     """Runs episodes in lockstep through a :class:`~iprkit.backends.Backend`."""
 
     def __init__(self, backend, env_factory: Callable[[], Env], temperature: float = 0.0, seed: int = 0,
-                 max_live: int = 64, one_shot: list[dict] | None = None):
+                 max_live: int = 64, one_shot: list[dict] | None = None, snapshots: bool = True):
         self.backend, self.env_factory = backend, env_factory
         self.temperature, self.seed, self.max_live, self.one_shot = temperature, seed, max_live, one_shot
+        self.snapshots = snapshots
+        """Where the env can copy its state, replay a prefix once and restore it for every later
+        episode that starts from the same prefix (the N Monte Carlo rollouts of one action)."""
         self._envs: list[Env] = []
+        self._snaps: dict[tuple, tuple] = {}
+        self.stats = {"prefix_replays": 0, "snapshot_restores": 0}
 
     def _env(self, slot: int) -> Env:
         while len(self._envs) <= slot:
@@ -48,6 +53,14 @@ class RolloutEngine:
         return self._envs[slot]
 
     def _start(self, spec: EpisodeSpec, env: Env) -> dict:
+        key = (spec.task_id, tuple((s.action, s.thought, s.valid) for s in spec.prefix))
+        use_snap = self.snapshots and env.can_snapshot and spec.prefix
+        if use_snap and key in self._snaps:
+            snap, ep = self._snaps[key]
+            env.restore(snap)
+            self.stats["snapshot_restores"] += 1
+            return {**ep, "spec": spec, "env": env, "steps": [Step(**vars(s)) for s in ep["steps"]],
+                    "messages": list(ep["messages"])}
         instruction, obs = env.reset(spec.task_id)
         ep = {"spec": spec, "env": env, "instruction": instruction, "obs": obs, "steps": [], "model_steps": 0,
               "messages": [{"role": "user", "content": f"{instruction}\n\n{obs}".strip()}]}
@@ -55,6 +68,12 @@ class RolloutEngine:
             if env.done:
                 break
             self._apply(ep, Step(action=s.action, observation="", thought=s.thought, valid=s.valid), forced=True)
+        self.stats["prefix_replays"] += bool(spec.prefix)
+        if use_snap:
+            if len(self._snaps) >= 512:  # keep memory bounded: drop the oldest prefix
+                self._snaps.pop(next(iter(self._snaps)))
+            self._snaps[key] = (env.snapshot(), {k: ep[k] for k in ("instruction", "obs", "model_steps")}
+                                | {"steps": [Step(**vars(s)) for s in ep["steps"]], "messages": list(ep["messages"])})
         return ep
 
     def _apply(self, ep: dict, step: Step, forced: bool) -> None:

@@ -6,6 +6,7 @@ turns only, as the paper does (right for pretrained models); a tiny model traine
 scratch learns better on all tokens, so its preset turns it off.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from iprkit.config import save_run_config
 from iprkit.io import write_json
 from iprkit.models import ModelConfig, corpus, count_parameters, create_tiny, is_preset, load_model
 from iprkit.trajectory import Trajectory, to_dataset
+
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -49,13 +52,15 @@ class SFTSettings:
     """Seed for initialisation, shuffling and dropout."""
     logging_steps: int = 25
     """Log the loss every N steps (to the run's trainer_state.json)."""
+    group_by_length: bool = True
+    """Batch trajectories of similar length together (less padding, faster on CPU)."""
 
 
 SFT_PRESETS = {
     # what a ~2M-parameter model trained from scratch on 2 CPU cores needs (measured here):
-    # all-token loss, a high learning rate, ~1,300 steps (about 5 minutes)
+    # all-token loss, a high learning rate, 1,000 steps of 8 whole trajectories (under 10 minutes)
     "tiny": {"model": {"name_or_path": "tiny"}, "learning_rate": 3e-3, "assistant_only_loss": False,
-             "max_steps": 1300, "batch_size": 8, "lr_scheduler": "cosine", "warmup_ratio": 0.03},
+             "max_steps": 1000, "batch_size": 8, "lr_scheduler": "cosine", "warmup_ratio": 0.03},
     "smoke": {"model": {"name_or_path": "tiny"}, "learning_rate": 3e-3, "assistant_only_loss": False,
               "max_steps": 20, "batch_size": 4, "logging_steps": 5},
     # the paper's (Llama-2-7B, 4 GPUs, global batch 48): set model.name_or_path to your model
@@ -91,7 +96,8 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, pr
         assistant_only_loss=cfg.assistant_only_loss, bf16=cfg.bf16,
         **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
         use_cpu=not torch.cuda.is_available(), seed=cfg.seed, logging_steps=cfg.logging_steps,
-        save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
+        save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     result = trainer.train()
     model_dir = out_dir / "model"

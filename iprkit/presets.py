@@ -1,0 +1,39 @@
+"""Named run configurations for ``iprkit run --preset NAME`` (each overridable field by field).
+
+- ``smoke``: TextWorld, a handful of games, a barely trained tiny model; about a minute.
+  For tests: it exercises every stage, not the method's quality.
+- ``demo``: the README's main job: TextWorld easy, the tiny model from scratch, SFT then
+  ETO and IPR; about 15 minutes on 2 CPU cores.
+- ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
+  DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for a GPU user; set
+  ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper).
+"""
+
+from iprkit.sft import SFT_PRESETS
+
+RUN_PRESETS = {
+    "smoke": {
+        "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 24, "n_test": 4, "max_steps": 6},
+        "n_explore": 4, "methods": ["sft", "eto", "ipr"], "iterations": 1, "eto_iterations": 1, "seeds": [0],
+        "sft": {**SFT_PRESETS["smoke"], "max_steps": 30, "batch_size": 8},
+        "mc": {"n": 2, "temperature": 0.7},
+        "dpo": {"learning_rate": 1e-4, "epochs": 1.0, "batch_size": 4, "warmup_ratio": 0.0},
+        "generation": {"max_new_tokens": 24, "batch_size": 32},
+    },
+    "demo": {
+        "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 800, "n_test": 100},
+        "n_explore": 64, "methods": ["sft", "eto", "ipr"], "iterations": 2, "eto_iterations": 2, "seeds": [0],
+        "sft": SFT_PRESETS["tiny"],
+        "mc": {"n": 3, "temperature": 0.7},
+        "dpo": {"learning_rate": 5e-5, "epochs": 2.0, "batch_size": 8, "warmup_ratio": 0.1},
+        "generation": {"max_new_tokens": 64, "batch_size": 64},
+    },
+    "paper": {
+        "env": "alfworld", "methods": ["sft", "eto", "ipr"], "iterations": 6, "eto_iterations": 3, "seeds": [0],
+        "sft": SFT_PRESETS["paper"],
+        "mc": {"n": 5, "temperature": 1.0, "scorer": "sft"},
+        "dpo": {"beta": 0.1, "nll_weight": 1.0, "nll": "sum", "learning_rate": 3e-6, "lr_scheduler": "constant_with_warmup",
+                "warmup_ratio": 0.1, "epochs": 3.0, "batch_size": 4, "grad_accum": 12, "bf16": True, "max_length": 4096},
+        "generation": {"max_new_tokens": 512, "batch_size": 64},
+    },
+}
