@@ -23,7 +23,7 @@ test: setup system
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(VENV)/bin/iprkit experts --env textworld --split test --out runs/demo/experts-test.jsonl
+	$(VENV)/bin/iprkit batch --preset demo --out runs/demo
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -157,6 +157,22 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    import yaml
+
+    from iprkit.batch import batch
+
+    params = {}
+    if args.params:
+        params = yaml.safe_load(Path(args.params).read_text()) or {}
+        if not isinstance(params, dict):
+            raise IprkitError(f"{args.params}: must be a mapping of notebook parameters.")
+    summary = batch(args.out, args.preset, params, args.grid, args.notebooks, args.timeout)
+    print(Path(args.out, "summary.md").read_text())
+    print(f"report: {Path(args.out, 'report.html')}")
+    return 0 if all(r.get("ok") for r in summary["rows"]) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iprkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. ipr/iter1/score); rerun to resume")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] methods=[sft,ipr] mc.n=5")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("batch", help="execute the notebook sequence with papermill (over a grid), collect metrics, HTML report")
+    p.add_argument("--preset", default="demo", help="run preset passed to every notebook")
+    p.add_argument("--out", required=True, help="batch directory")
+    p.add_argument("--params", help="YAML of notebook parameters (e.g. seed, overrides: [...])")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a RunConfig field to sweep, repeatable")
+    p.add_argument("--notebooks", nargs="*", help="only notebooks whose names start with these (e.g. 01 02)")
+    p.add_argument("--timeout", type=int, help="seconds per cell")
+    p.set_defaults(func=cmd_batch)
     return parser
 
 

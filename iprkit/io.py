@@ -15,8 +15,11 @@ from iprkit.errors import IprkitError
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``text`` to ``path`` atomically (temp file + fsync + rename). A file that
+    already holds exactly ``text`` is left untouched (a resumed run rewrites nothing)."""
     path = Path(path)
+    if path.exists() and path.stat().st_size == len(text.encode("utf-8")) and path.read_text(encoding="utf-8") == text:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

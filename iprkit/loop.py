@@ -27,7 +27,7 @@ from iprkit.errors import IprkitError
 from iprkit.evaluate import evaluate_model, save_eval
 from iprkit.experts import expert_trajectories, verify_experts
 from iprkit.explore import branches_by_task, explore, score_requests
-from iprkit.io import read_json, read_jsonl, write_json, write_jsonl
+from iprkit.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from iprkit.mc import MCCache, MCSettings, fingerprint_model, score
 from iprkit.pairs import PairSettings, build_pairs, pair_stats
 from iprkit.rollout import RolloutEngine
@@ -203,7 +203,6 @@ class Runner:
         d = self.out / f"seed{seed}" / method / f"iter{k}"
         tag = f"seed{seed}/{method}/iter{k}"
         chosen = experts[: self.cfg.n_explore]
-        counters = self.counters.setdefault(tag, {})
 
         # 1. explore along the expert trajectories with the current policy
         exp_path = d / "explore.jsonl"
@@ -228,7 +227,8 @@ class Runner:
                 engine = self._engine(scorer, seed * 1000 + k + 500)
                 ests, counts = score(engine, cache, scorer_id, self.env_id, [r for r, _ in reqs], self.cfg.mc, self.progress)
                 engine.close()
-                counters["mc"] = counts
+                self.counters.setdefault(tag, {})["mc"] = counts
+                write_json(d / "mc_counts.json", counts)
                 rows = [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
             write_jsonl(rew_path, rows)
         self._checkpoint(f"{tag}/score")
@@ -291,8 +291,9 @@ class Runner:
                 results.setdefault(method, {})[seed] = curve
         table = results_table(results)
         write_json(self.out / "results.json", {"table": table, "curves": results})
-        (self.out / "results.md").write_text(format_table(table))
-        write_json(self.out / "metrics.json", {"results": table, "curves": results, "counters": self.counters,
+        atomic_write_text(self.out / "results.md", format_table(table))
+        mc_counts = {str(p.parent.relative_to(self.out)): read_json(p) for p in sorted(self.out.glob("seed*/*/iter*/mc_counts.json"))}
+        write_json(self.out / "metrics.json", {"results": table, "curves": results, "mc_counts": mc_counts,
                                                "experts": len(experts)})
         return {"table": table, "curves": results, "counters": self.counters}
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs when they are missing:
 # mariadb-server (a real MySQL-protocol server for InterCode-SQL; the tests start
-# their own private instance on loopback and stop it afterwards).
+# their own private instance on loopback and stop it afterwards) and chromium (the
+# widget's real-browser test drives it with Playwright; no browser is downloaded).
 set -euo pipefail
 need=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

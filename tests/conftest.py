@@ -106,3 +106,18 @@ def smoke_model(tmp_path_factory, tw_experts):
     torch.set_num_threads(2)
     cfg = from_dict(SFTSettings, {**SFT_PRESETS["smoke"], "max_steps": 60, "batch_size": 8})
     return train_sft(tw_experts, cfg, tmp_path_factory.mktemp("sft"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """A finished smoke-preset IPR run (2 iterations): (run dir, Runner.run() result)."""
+    from iprkit.config import from_dict
+    from iprkit.loop import RunConfig, Runner
+    from iprkit.presets import RUN_PRESETS
+
+    out = tmp_path_factory.mktemp("smoke_run")
+    runner = Runner(from_dict(RunConfig, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "iterations": 2}), out, progress=False)
+    try:
+        return out, runner.run()
+    finally:
+        runner.close()

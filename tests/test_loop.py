@@ -31,9 +31,8 @@ def _files(root):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    return out, _run(out)
+def full_run(smoke_run):
+    return smoke_run
 
 
 def test_every_stage_writes_its_artifacts(full_run):

@@ -80,4 +80,4 @@ def test_loss_is_dpo_plus_nll_sum_or_mean(smoke_model, tw_experts, tmp_path, nll
     expected_nll = -chosen_sum if nll == "sum" else -chosen_sum / n_tokens
     assert loss == pytest.approx(math.log(2) + expected_nll, rel=2e-3)
     plain, pb, _ = _trainer(smoke_model, pair, tmp_path / "p", nll_weight=0.0)
-    assert plain.compute_loss(plain.model, pb).item() == pytest.approx(math.log(2), rel=1e-4)
+    assert plain.compute_loss(plain.model, pb).item() == pytest.approx(math.log(2), abs=5e-3)  # no NLL term

@@ -1,0 +1,152 @@
+"""Headless batch runs: execute the notebook sequence with papermill, over a grid.
+
+    iprkit batch --preset demo --out runs/demo
+    iprkit batch --preset smoke --out runs/grid --grid mc.n=1,3,5 --grid dpo.beta=0.1,0.5
+
+Each grid point gets its own run directory (``OUT/<point>/``) holding the pipeline's
+artifacts and the executed notebooks (``notebooks/NN_name.ipynb``, outputs kept, widget
+state not stored). A failing notebook is reported with its cell and error, the rest of
+that point's sequence is skipped (it depends on it), and the other points still run.
+Every notebook's ``metrics.json`` and papermill metadata are collected into
+``OUT/summary.json`` / ``summary.md``, and ``OUT/report.html`` holds the plotly figures
+(plotly.js embedded once: it opens offline).
+"""
+
+import itertools
+import json
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from iprkit.errors import IprkitError
+from iprkit.io import atomic_write_text, write_json
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def grid_points(grid: list[str]) -> list[dict]:
+    """``["mc.n=1,3", "dpo.beta=0.1,0.5"]`` -> every combination as {key: value}."""
+    axes = []
+    for g in grid or []:
+        key, sep, vals = g.partition("=")
+        if not sep or not vals:
+            raise IprkitError(f"--grid {g!r}: expected KEY=V1,V2,... (for example mc.n=1,3,5).")
+        axes.append([(key.strip(), yaml.safe_load(v)) for v in vals.split(",")])
+    return [dict(c) for c in itertools.product(*axes)] if axes else [{}]
+
+
+def point_name(point: dict) -> str:
+    return "__".join(f"{k}={v}" for k, v in point.items()) or "default"
+
+
+def run_notebook(src: Path, dst: Path, params: dict, timeout: int | None = None) -> dict:
+    """Execute one notebook; returns {ok, duration, error: {cell, ename, evalue}}."""
+    import papermill as pm
+
+    start = time.time()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
+                            store_widget_state=False, execution_timeout=timeout, cwd=str(Path.cwd()))
+        return {"ok": True, "duration": time.time() - start, "error": None}
+    except Exception as e:  # papermill's execution error names the cell; anything else is reported too
+        cell = getattr(e, "exec_count", None)
+        return {"ok": False, "duration": time.time() - start,
+                "error": {"cell": cell, "ename": getattr(e, "ename", type(e).__name__),
+                          "evalue": str(getattr(e, "evalue", e))[:2000], "trace": traceback.format_exc()[-2000:]}}
+
+
+def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, grid: list[str] | None = None,
+          notebooks: list[str] | None = None, timeout: int | None = None) -> dict:
+    """Run the notebook sequence for every grid point; write summary and report."""
+    out = Path(out)
+    srcs = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    if notebooks:
+        srcs = [s for s in srcs if any(s.stem.startswith(n) for n in notebooks)]
+    if not srcs:
+        raise IprkitError(f"no notebooks found in {NOTEBOOK_DIR} (filter {notebooks}).")
+    rows = []
+    for point in grid_points(grid):
+        pdir = out / point_name(point)
+        overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
+        overrides += list((params or {}).get("overrides", []))
+        failed = None
+        for src in srcs:
+            nb_out = pdir / "notebooks" / src.stem
+            dst = pdir / "notebooks" / src.name
+            row = {"point": point_name(point), **point, "notebook": src.stem, "path": str(dst)}
+            if failed:
+                rows.append({**row, "ok": False, "skipped": f"earlier notebook {failed} failed"})
+                continue
+            p = {"preset": preset, "run_dir": str(pdir), "out_dir": str(nb_out), "seed": 0,
+                 **{k: v for k, v in (params or {}).items() if k != "overrides"}, "overrides": overrides}
+            print(f"[{point_name(point)}] {src.stem} ...", flush=True)
+            res = run_notebook(src, dst, p, timeout)
+            meta = _papermill_meta(dst)
+            metrics = json.loads((nb_out / "metrics.json").read_text()) if (nb_out / "metrics.json").exists() else None
+            rows.append({**row, **res, "papermill": meta, "metrics": metrics})
+            if not res["ok"]:
+                failed = src.stem
+                print(f"  FAILED at cell {res['error']['cell']}: {res['error']['ename']}: {res['error']['evalue'][:300]}")
+    summary = {"preset": preset, "grid": grid or [], "rows": rows}
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", _summary_md(rows))
+    write_report(out, rows)
+    return summary
+
+
+def _papermill_meta(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    m = nb.metadata.get("papermill", {})
+    return {k: m.get(k) for k in ("duration", "exception", "start_time", "end_time", "parameters")}
+
+
+def _summary_md(rows: list[dict]) -> str:
+    lines = ["| point | notebook | ok | seconds | key metrics |", "|---|---|---|---|---|"]
+    for r in rows:
+        m = r.get("metrics") or {}
+        keys = {k: v for k, v in m.items() if isinstance(v, (int, float))}
+        short = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(keys.items())[:5])
+        status = "yes" if r.get("ok") else ("skipped" if r.get("skipped") else f"NO: {(r.get('error') or {}).get('ename')}")
+        lines.append(f"| {r['point']} | {r['notebook']} | {status} | {r.get('duration', 0):.0f} | {short} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, rows: list[dict]) -> Path:
+    """One HTML page: the summary table and, per grid point, the run's figures."""
+    import plotly.io as pio
+
+    from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure
+    from iprkit.inspect import load_iteration, load_pairs, load_results
+
+    parts, first = [], True
+    for point in dict.fromkeys(r["point"] for r in rows):
+        run = out / point
+        figs = []
+        try:
+            if (run / "results.json").exists():
+                figs.append(iteration_figure(load_results(run)["table"], "success"))
+            if (run / "seed0" / "ipr" / "iter1" / "step_rewards.jsonl").exists():
+                view = load_iteration(run, 0, "ipr", 1, max_tasks=40)
+                figs += [heatmap_figure(view, "gap"), step_curve_figure(view)]
+            if (run / "seed0").exists() and (pairs := load_pairs(run, 0)):
+                figs.append(pairs_figure(pairs))
+        except Exception as e:  # a report never fails the batch
+            parts.append(f"<p>figures for {point} unavailable: {e}</p>")
+        parts.append(f"<h2>{point}</h2>")
+        for f in figs:
+            parts.append(pio.to_html(f, include_plotlyjs=first, full_html=False))
+            first = False
+    table = "".join(
+        f"<tr><td>{r['point']}</td><td>{r['notebook']}</td><td>{'ok' if r.get('ok') else 'failed' if not r.get('skipped') else 'skipped'}"
+        f"</td><td>{(r.get('error') or {}).get('ename', '')} {(r.get('error') or {}).get('evalue', '')[:200]}</td></tr>" for r in rows)
+    html = (f"<html><head><meta charset='utf-8'><title>iprkit report</title></head><body><h1>iprkit batch report</h1>"
+            f"<table border=1><tr><th>point</th><th>notebook</th><th>status</th><th>error</th></tr>{table}</table>"
+            + "".join(parts) + "</body></html>")
+    return atomic_write_text(out / "report.html", html)

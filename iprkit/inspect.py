@@ -1,0 +1,109 @@
+"""Read a run directory back into views for notebooks, widgets and reports.
+
+Nothing here recomputes: it joins what the stages wrote (expert trajectories,
+explorations, step rewards, comparisons, pairs, evals) into per-step records.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iprkit.io import read_json, read_jsonl
+from iprkit.trajectory import Trajectory, load_trajectories
+
+
+@dataclass
+class IterationView:
+    """One iteration of one method and seed: a row per task, a column per expert step."""
+
+    tasks: list[str]
+    steps: int
+    expert_mc: list[list[float | None]]
+    agent_mc: list[list[float | None]]
+    cells: list[list[dict | None]] = field(default_factory=list)
+    """Per (task, step): instruction, both actions/thoughts/observations, both estimates with spread and
+    rollouts, final rewards, whether the step became a pair."""
+
+    def gap(self) -> list[list[float | None]]:
+        return [[None if e is None or a is None else e - a for e, a in zip(er, ar)]
+                for er, ar in zip(self.expert_mc, self.agent_mc)]
+
+
+def iteration_dir(run: str | Path, seed: int = 0, method: str = "ipr", k: int = 1) -> Path:
+    return Path(run) / f"seed{seed}" / method / f"iter{k}"
+
+
+def load_iteration(run: str | Path, seed: int = 0, method: str = "ipr", k: int = 1, max_tasks: int | None = None) -> IterationView:
+    """Join one iteration's artifacts into an :class:`IterationView`."""
+    d = iteration_dir(run, seed, method, k)
+    experts = {t.task_id: t for t in load_trajectories(Path(run) / "experts" / "train.jsonl")}
+    branches: dict[tuple, Trajectory] = {(b.task_id, int(b.meta["branch"])): b for b in load_trajectories(d / "explore.jsonl")}
+    rewards = {(r["task_id"], r["step"], r["side"]): r for _, r in read_jsonl(d / "step_rewards.jsonl")}
+    comps = {(r["task_id"], r["step"]): r for _, r in read_jsonl(d / "comparisons.jsonl")} if (d / "comparisons.jsonl").exists() else {}
+    tasks = sorted({t for t, _ in branches}, key=lambda t: list(experts).index(t) if t in experts else 0)[:max_tasks]
+    steps = max((len(experts[t].steps) for t in tasks if t in experts), default=0)
+    view = IterationView(tasks=tasks, steps=steps, expert_mc=[], agent_mc=[], cells=[])
+    for t in tasks:
+        e = experts.get(t)
+        erow, arow, crow = [], [], []
+        for s in range(steps):
+            er, ar, b = rewards.get((t, s, "expert")), rewards.get((t, s, "agent")), branches.get((t, s))
+            erow.append(er["mean"] if er else None)
+            arow.append(ar["mean"] if ar else None)
+            if e is None or s >= len(e.steps) or b is None or len(b.steps) <= s:
+                crow.append(None)
+                continue
+            comp = comps.get((t, s), {})
+            crow.append({
+                "task_id": t, "step": s, "instruction": e.instruction,
+                "observation": e.observation if s == 0 else e.steps[s - 1].observation,
+                "expert": {"thought": e.steps[s].thought, "action": e.steps[s].action, "observation": e.steps[s].observation,
+                           "final_reward": e.final_reward, "mc": _est(er)},
+                "agent": {"thought": b.steps[s].thought, "action": b.steps[s].action, "observation": b.steps[s].observation,
+                          "final_reward": b.final_reward, "mc": _est(ar),
+                          "continuation": [x.action for x in b.steps[s + 1:]]},
+                "pair": comp.get("step_pair"), "outcome_pair": comp.get("outcome_pair"),
+            })
+        view.expert_mc.append(erow)
+        view.agent_mc.append(arow)
+        view.cells.append(crow)
+    return view
+
+
+def _est(r: dict | None) -> dict | None:
+    if not r:
+        return None
+    return {k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n", "terminal", "rollouts")}
+
+
+def load_pairs(run: str | Path, seed: int = 0, methods: list[str] | None = None) -> list[dict]:
+    """Every pair of a seed, tagged with method and iteration."""
+    out = []
+    root = Path(run) / f"seed{seed}"
+    for mdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "sft"):
+        if methods and mdir.name not in methods:
+            continue
+        for it in sorted(mdir.glob("iter*")):
+            if (it / "pairs.jsonl").exists():
+                k = int(it.name[4:])
+                out += [{**p, "method": mdir.name, "iteration": k} for _, p in read_jsonl(it / "pairs.jsonl")]
+    return out
+
+
+def load_results(run: str | Path) -> dict:
+    """``results.json`` of a finished run (table and per-seed curves)."""
+    return read_json(Path(run) / "results.json")
+
+
+def step_curve(view: IterationView) -> dict:
+    """Mean MC step reward by step index, expert and agent (the paper's per-step reward curve)."""
+    def mean_col(m, s):
+        xs = [row[s] for row in m if s < len(row) and row[s] is not None]
+        return sum(xs) / len(xs) if xs else None
+    return {"step": list(range(view.steps)), "expert": [mean_col(view.expert_mc, s) for s in range(view.steps)],
+            "agent": [mean_col(view.agent_mc, s) for s in range(view.steps)]}
+
+
+def to_json(view: IterationView) -> str:
+    return json.dumps({"tasks": view.tasks, "steps": view.steps, "expert_mc": view.expert_mc, "agent_mc": view.agent_mc,
+                       "cells": view.cells})
