@@ -21,12 +21,13 @@ RUN_PRESETS = {
         "generation": {"max_new_tokens": 24, "batch_size": 32},
     },
     "demo": {
-        "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 800, "n_test": 100},
-        "n_explore": 64, "methods": ["sft", "eto", "ipr"], "iterations": 2, "eto_iterations": 2, "seeds": [0],
-        "sft": SFT_PRESETS["tiny"],
+        # sized for about 15 minutes on 2 CPU cores: SFT is most of it
+        "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 800, "n_test": 50},
+        "n_explore": 16, "methods": ["sft", "eto", "ipr"], "iterations": 2, "eto_iterations": 2, "seeds": [0],
+        "sft": {**SFT_PRESETS["tiny"], "max_steps": 600},
         "mc": {"n": 3, "temperature": 0.7},
         "dpo": {"learning_rate": 5e-5, "epochs": 2.0, "batch_size": 8, "warmup_ratio": 0.1},
-        "generation": {"max_new_tokens": 64, "batch_size": 64},
+        "generation": {"max_new_tokens": 48, "batch_size": 64, "max_context": 768},
     },
     "paper": {
         "env": "alfworld", "methods": ["sft", "eto", "ipr"], "iterations": 6, "eto_iterations": 3, "seeds": [0],
