@@ -57,6 +57,9 @@ class HFBackend:
 
     def encode(self, conv: list[dict]) -> list[int]:
         """Token ids of the prompt, after the context budget (see :func:`fit_context`)."""
+        ids = self._ids(conv)
+        if len(ids) <= self.budget:  # the common case: tokenize once
+            return ids
         conv, dropped = fit_context(conv, lambda m: len(self._ids(m)), self.budget)
         self.stats["context_drops"] += bool(dropped)
         return self._ids(conv)[-self.budget:]
