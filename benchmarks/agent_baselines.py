@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iprkit.backends import GenerationConfig, HFBackend  # noqa: E402
-from iprkit.config import from_dict  # noqa: E402
+from iprkit.augment import attach_entities  # noqa: E402
+from iprkit.config import load_config  # noqa: E402
 from iprkit.envs.textworld_env import TextWorldEnv  # noqa: E402
 from iprkit.evaluate import evaluate_model, random_agent, save_eval  # noqa: E402
 from iprkit.models import corpus, create_tiny, load_model  # noqa: E402
@@ -50,17 +51,20 @@ def main():
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--out", default="runs/agent_baselines")
     ap.add_argument("--sft-preset", default="tiny")
+    ap.add_argument("--n-train", type=int, default=None, help="use only the first N expert trajectories")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="SFT settings over the preset, e.g. augment_copies=3")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    trajs = [t for t in load_trajectories(args.experts) if t.success]
     env = TextWorldEnv(n_test=args.n_test)
+    trajs = attach_entities(env, [t for t in load_trajectories(args.experts) if t.success][:args.n_train])
     env.prepare("test")
     ids = env.task_ids("test")
     rows = {"sft": [], "untrained": [], "random": []}
     detail = {}
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
-        cfg = from_dict(SFTSettings, {**SFT_PRESETS[args.sft_preset], "seed": seed})
+        cfg = load_config(SFTSettings, None, args.overrides + [f"seed={seed}", f"model.seed={seed}"],
+                          base=SFT_PRESETS[args.sft_preset])
         model_dir = out / "sft" / "model"
         if not model_dir.exists():  # resume: a finished seed is not retrained
             model_dir = train_sft(trajs, cfg, out / "sft")

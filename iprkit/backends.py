@@ -1,10 +1,16 @@
 """Generation backends: the seam between the rollout engine and a model runtime.
 
 A backend turns chat conversations into assistant turns. :class:`HFBackend` runs a
-``transformers`` model in-process: one batched, left-padded ``generate`` per call;
-identical greedy prompts are generated once; identical sampled prompts (N rollouts
-from one state) are prefilled once and their KV cache repeated, so a shared prefix is
-never encoded twice. A vLLM backend would implement the same :meth:`generate`.
+``transformers`` model in-process, one batched forward per token for all sequences:
+
+- each episode keeps its KV cache across env steps (the engine names episodes with
+  ``keys``): a step prefills only the tokens that are new since the last turn (the
+  observation), never the whole history again;
+- identical greedy prompts are generated once; identical sampled prompts (N rollouts
+  from one state) are prefilled once and their KV cache repeated.
+
+A vLLM backend would implement the same :meth:`generate` (``keys`` may be ignored:
+vLLM's prefix caching does the same job).
 """
 
 from dataclasses import dataclass
@@ -31,11 +37,19 @@ class GenerationConfig:
     """Prompt budget in tokens; None = the model's window minus max_new_tokens."""
     share_prefix: bool = True
     """Prefill identical sampled prompts once and repeat the KV cache (False: encode each copy)."""
+    keep_cache: bool = True
+    """Keep each episode's KV cache between its turns and prefill only new tokens (False:
+    re-encode the whole history every turn)."""
 
 
 class Backend(Protocol):
-    def generate(self, conversations: list[list[dict]], temperature: float, seed: int) -> list[str]:
-        """One assistant turn per conversation."""
+    def generate(self, conversations: list[list[dict]], temperature: float, seed: int,
+                 keys: list | None = None) -> list[str]:
+        """One assistant turn per conversation; ``keys`` name the episodes (a backend may keep
+        per-episode state, such as a KV cache, under them until :meth:`forget`)."""
+
+    def forget(self, keys: list) -> None:
+        """Drop whatever is kept for these episodes."""
 
 
 class HFBackend:
@@ -49,7 +63,9 @@ class HFBackend:
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         self.eos = sorted(e for e in eos if e is not None)
-        self.stats = {"calls": 0, "sequences": 0, "prefilled": 0, "new_tokens": 0, "context_drops": 0}
+        self._kv: dict = {}  # episode key -> (token ids, [(keys, values) per layer], each [heads, len, dim])
+        self.stats = {"calls": 0, "sequences": 0, "prefilled": 0, "prefill_tokens": 0, "reused_tokens": 0,
+                      "new_tokens": 0, "context_drops": 0}
 
     def _ids(self, conv: list[dict]) -> list[int]:
         return list(self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True,
@@ -64,54 +80,132 @@ class HFBackend:
         self.stats["context_drops"] += bool(dropped)
         return self._ids(conv)[-self.budget:]
 
-    def _pad(self, seqs: list[list[int]]):
-        n = max(map(len, seqs))
-        pad = self.tok.pad_token_id
-        ids = torch.tensor([[pad] * (n - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
-        return ids, mask
+    def forget(self, keys) -> None:
+        for k in keys:
+            self._kv.pop(k, None)
+
+    def _reusable(self, prompt: tuple, keys: list) -> tuple[int, list | None]:
+        """The longest cached prefix of ``prompt`` among these episodes' caches (at most all but
+        its last token, which must be fed to get the next token's logits)."""
+        best, layers = 0, None
+        for k in keys:
+            entry = self._kv.get(k)
+            if entry is None:
+                continue
+            old, kv = entry
+            n = min(len(old), len(prompt) - 1)
+            i = next((j for j in range(n) if old[j] != prompt[j]), n)
+            if i > best:
+                best, layers = i, kv
+        return best, layers
 
     @torch.no_grad()
-    def _generate_ids(self, uniq: list[list[int]], repeats: list[int], temperature: float) -> list[list[int]]:
-        """Generate for each unique prompt ``repeats[i]`` times; returns new token ids."""
-        sample = temperature > 0
-        kw = dict(max_new_tokens=self.cfg.max_new_tokens, do_sample=sample, eos_token_id=self.eos,
-                  pad_token_id=self.tok.pad_token_id)
-        if sample:
-            kw.update(temperature=temperature, top_p=self.cfg.top_p, top_k=0)
-        ids, mask = self._pad(uniq)
-        index = torch.repeat_interleave(torch.arange(len(uniq)), torch.tensor(repeats))
-        if sample and self.cfg.share_prefix and len(index) > len(uniq) and ids.shape[1] > 1:
-            # prefill every unique prompt once (all but its last token), then repeat the cache
-            from transformers import DynamicCache
+    def _run(self, prompts: list[tuple], repeats: list[int], reuse: list[tuple[int, list | None]],
+             temperature: float) -> tuple[list[list[int]], list[tuple]]:
+        """Prefill each unique prompt's uncached tokens once, repeat the cache ``repeats`` times,
+        then decode all sequences together. Returns the new token ids and each sequence's
+        (token ids, KV) for the next turn."""
+        from transformers import StaticCache
 
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                       past_key_values=cache, use_cache=True)
-            cache.reorder_cache(index)
-            self.stats["prefilled"] += len(uniq)
-            out = self.model.generate(input_ids=ids[index], attention_mask=mask[index], past_key_values=cache, **kw)
-        else:
-            out = self.model.generate(input_ids=ids[index], attention_mask=mask[index], **kw)
-        new = out[:, ids.shape[1]:].tolist()
+        dev = self.model.device
+        cached = [c for c, _ in reuse]
+        new = [p[c:] for p, c in zip(prompts, cached)]
+        C, N, B0 = max(cached), max(map(len, new)), len(prompts)
+        T = C + N + self.cfg.max_new_tokens
+        # preallocated (a growing cache would copy itself at every token: most of the time at 64 episodes)
+        cache = StaticCache(config=self.model.config, max_cache_len=T)
+        if C:  # rows' kept caches, right-aligned so every row's new tokens start at column C
+            ref = next(kv for _, kv in reuse if kv is not None)
+            for li, (k0, _) in enumerate(ref):
+                ks = k0.new_zeros(B0, k0.shape[0], C, k0.shape[2])
+                vs = torch.zeros_like(ks)
+                for r, (c, kv) in enumerate(reuse):
+                    if c:
+                        ks[r, :, C - c:] = kv[li][0][:, :c]
+                        vs[r, :, C - c:] = kv[li][1][:, :c]
+                cache.update(ks, vs, li)
+        pad = self.tok.pad_token_id
+        ids = torch.full((B0, N), pad, dtype=torch.long)
+        mask = torch.zeros(B0, T, dtype=torch.long)
+        pos = torch.zeros(B0, N, dtype=torch.long)
+        for r, (c, n) in enumerate(zip(cached, new)):
+            ids[r, N - len(n):] = torch.tensor(n)
+            mask[r, C - c:C] = 1
+            mask[r, C + N - len(n):C + N] = 1
+            pos[r, N - len(n):] = torch.arange(c, c + len(n))
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                         past_key_values=cache, use_cache=True)
+        self.stats["prefilled"] += B0
+        self.stats["prefill_tokens"] += sum(map(len, new))
+        self.stats["reused_tokens"] += sum(cached)
+        index = torch.repeat_interleave(torch.arange(B0), torch.tensor(repeats))
+        logits, last = out.logits[:, -1].float(), torch.tensor([len(p) - 1 for p in prompts])
+        if len(index) > B0:
+            cache.reorder_cache(index.to(dev))
+            logits, mask, last = logits[index.to(dev)], mask[index], last[index]
+        B = len(index)
+        gen: list[list[int]] = [[] for _ in range(B)]
+        fed: list[list[int]] = [[] for _ in range(B)]
+        live = torch.ones(B, dtype=torch.bool)
+        eos = torch.tensor(self.eos)
+        for t in range(self.cfg.max_new_tokens):
+            nxt = self._pick(logits, temperature).cpu()
+            for r in live.nonzero().flatten().tolist():
+                gen[r].append(int(nxt[r]))
+            if t == self.cfg.max_new_tokens - 1:
+                break
+            feed = live.clone()  # a row that just wrote its end token feeds it once more (its KV is kept)
+            live &= ~torch.isin(nxt, eos)
+            if not live.any():
+                break
+            for r in feed.nonzero().flatten().tolist():
+                fed[r].append(int(nxt[r]))
+            last = last + feed.long()
+            mask[:, C + N + t] = feed.long()
+            out = self.model(input_ids=torch.where(feed, nxt, pad)[:, None].to(dev), attention_mask=mask.to(dev),
+                             position_ids=last[:, None].to(dev), past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1].float()
+        keep = []
+        if self.cfg.keep_cache:
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            for r in range(B):
+                cols = mask[r, :int(cache.get_seq_length())].bool().nonzero().flatten().to(dev)
+                keep.append((tuple(prompts[index[r]]) + tuple(fed[r]),
+                             [(k[r][:, cols], v[r][:, cols]) for k, v in layers]))
         self.stats["calls"] += 1
-        self.stats["sequences"] += len(index)
+        self.stats["sequences"] += B
         result = []
-        for row in new:
+        for row in gen:
             cut = next((i for i, t in enumerate(row) if t in self.eos), len(row))
             self.stats["new_tokens"] += min(cut + 1, len(row))
             result.append(row[:cut])
-        return result
+        return result, keep
 
-    def generate(self, conversations: list[list[dict]], temperature: float = 0.0, seed: int = 0) -> list[str]:
-        """One assistant turn per conversation, batched; deterministic for a seed."""
+    def _pick(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / temperature, -1)
+        if self.cfg.top_p < 1.0:
+            sp, si = probs.sort(-1, descending=True)
+            drop = sp.cumsum(-1) - sp > self.cfg.top_p  # keep the smallest set whose mass reaches top_p
+            probs = torch.zeros_like(probs).scatter(-1, si, sp.masked_fill(drop, 0.0))
+        return torch.multinomial(probs, 1).flatten()
+
+    def generate(self, conversations: list[list[dict]], temperature: float = 0.0, seed: int = 0,
+                 keys: list | None = None) -> list[str]:
+        """One assistant turn per conversation, batched; deterministic for a seed. With ``keys``
+        (one per conversation, naming its episode), each episode's KV cache is kept for its next
+        turn until :meth:`forget`."""
+        if keys is not None and len(keys) != len(conversations):
+            raise ValueError(f"generate: {len(keys)} keys for {len(conversations)} conversations.")
         encoded = [tuple(self.encode(c)) for c in conversations]
         order: dict[tuple, list[int]] = {}
         for i, e in enumerate(encoded):
             order.setdefault(e, []).append(i)
         texts: list[str | None] = [None] * len(conversations)
         groups = list(order.items())
+        if temperature > 0 and not self.cfg.share_prefix:  # encode every copy apart
+            groups = [(p, [i]) for p, idx in groups for i in idx]
         per_group = [1 if temperature <= 0 else len(idx) for _, idx in groups]  # greedy: one per distinct prompt
         torch.manual_seed(seed)
         start = 0
@@ -121,11 +215,16 @@ class HFBackend:
                 total += per_group[end]
                 end += 1
             chunk = groups[start:end]
-            outs = self._generate_ids([list(p) for p, _ in chunk], per_group[start:end], temperature)
+            reuse = [self._reusable(p, [keys[i] for i in idx]) if keys is not None and self.cfg.keep_cache
+                     else (0, None) for p, idx in chunk]
+            outs, kept = self._run([p for p, _ in chunk], per_group[start:end], reuse, temperature)
             k = 0
             for (_, idx), n in zip(chunk, per_group[start:end]):
                 for j, i in enumerate(idx):
-                    texts[i] = self.tok.decode(outs[k + (j if n > 1 else 0)], skip_special_tokens=True)
+                    r = k + (j if n > 1 else 0)
+                    texts[i] = self.tok.decode(outs[r], skip_special_tokens=True)
+                    if keys is not None and kept:
+                        self._kv[keys[i]] = kept[r]
                 k += n
             start = end
         return texts

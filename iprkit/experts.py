@@ -27,7 +27,12 @@ def expert_trajectory(env: Env, task_id: str) -> Trajectory:
             break
     return Trajectory(env=env.name, task_id=task_id, instruction=instruction, observation=obs, steps=steps,
                       final_reward=env.final_reward(), success=env.success(), source="expert",
-                      meta={"gold_length": len(actions)})
+                      meta=_meta(env, task_id, gold_length=len(actions)))
+
+
+def _meta(env: Env, task_id: str, **kw) -> dict:
+    ents = env.entities(task_id)
+    return dict(kw, entities=ents) if ents else kw
 
 
 def expert_trajectories(env: Env, task_ids: Iterable[str], progress: bool = True) -> tuple[list[Trajectory], list[dict]]:

@@ -46,6 +46,8 @@ class RolloutEngine:
         self._envs: list[Env] = []
         self._snaps: dict[tuple, tuple] = {}
         self.stats = {"prefix_replays": 0, "snapshot_restores": 0}
+        self._runs = 0
+        self._keyed = hasattr(backend, "forget")
 
     def _env(self, slot: int) -> Env:
         while len(self._envs) <= slot:
@@ -104,6 +106,8 @@ class RolloutEngine:
         free = list(range(self.max_live))[::-1]
         bar = tqdm(total=len(specs), desc=desc, disable=not progress, leave=False)
         tick = 0
+        self._runs += 1
+        run_id = (id(self), self._runs)  # names this run's episodes to a backend that keeps per-episode caches
 
         def admit():
             while queue and free:
@@ -116,6 +120,8 @@ class RolloutEngine:
                     live[slot] = ep
 
         def finish(slot, ep):
+            if self._keyed:
+                self.backend.forget([(run_id, ep["index"])])
             results[ep["index"]] = self._trajectory(ep)
             free.append(slot)
             bar.update()
@@ -129,7 +135,9 @@ class RolloutEngine:
             for temp in sorted(temps):  # one batched call per temperature in use
                 group = [s for s in slots if self._temperature(live[s]) == temp]
                 outs = self.backend.generate([convs[slots.index(s)] for s in group], temperature=temp,
-                                             seed=self.seed * 1_000_003 + tick)
+                                             seed=self.seed * 1_000_003 + tick,
+                                             **({"keys": [(run_id, live[s]["index"]) for s in group]}
+                                                if self._keyed else {}))
                 texts.update(zip(group, outs))
             tick += 1
             for s in slots:

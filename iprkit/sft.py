@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iprkit.augment import renamed_copies
 from iprkit.config import save_run_config
 from iprkit.io import write_json
 from iprkit.models import ModelConfig, corpus, count_parameters, create_tiny, is_preset, load_model
@@ -54,6 +55,9 @@ class SFTSettings:
     """Log the loss every N steps (to the run's trainer_state.json)."""
     group_by_length: bool = True
     """Batch trajectories of similar length together (less padding, faster on CPU)."""
+    augment_copies: int = 0
+    """Add this many copies of every trajectory with its entities renamed (``iprkit.augment``;
+    needs envs that list entities, e.g. TextWorld). 0 = off (the paper)."""
 
 
 SFT_PRESETS = {
@@ -86,6 +90,7 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, pr
     if is_preset(base):
         base = create_tiny(corpus(trajs), out_dir / "init", preset=base, seed=cfg.seed)
     model, tok = load_model(base, cfg.model, trainable=True)
+    trajs = list(trajs) + renamed_copies(trajs, cfg.augment_copies, seed=cfg.seed)
     ds = to_dataset(trajs).select_columns(["messages"]).shuffle(seed=cfg.seed)
     n_steps = cfg.max_steps if cfg.max_steps > 0 else int(cfg.epochs * len(ds) / (cfg.batch_size * cfg.grad_accum)) + 1
     args = SFTConfig(

@@ -48,6 +48,7 @@ def test_textworld_expert_replay_wins_every_test_game(tw_env):
     assert all(t.steps[-1].done for t in trajs)
     # thoughts are written, and the banner never reaches the model
     assert all(s.thought for t in trajs for s in t.steps)
+    assert all(t.meta["entities"] for t in trajs)  # names and kinds, for entity renaming
     texts = [t.observation for t in trajs] + [s.observation for t in trajs for s in t.steps]
     assert not any("$$$$" in x or re.search(r"=-\d+/\d+", x) or "RESTART" in x for x in texts)
 

@@ -37,6 +37,18 @@ def test_batched_equals_one_by_one_greedy(model_tok, tw_env):
     assert b1.stats["calls"] < b2.stats["calls"]  # one generate per step for all live episodes
 
 
+def test_kept_kv_cache_gives_the_same_episodes_and_prefills_only_new_tokens(model_tok, tw_env):
+    ids = tw_env.task_ids("test")[:5]
+    kept, b1 = _engine(model_tok, max_live=5, keep_cache=True)
+    fresh, b2 = _engine(model_tok, max_live=5, keep_cache=False)
+    a = kept.run([EpisodeSpec(t, max_model_steps=4) for t in ids], progress=False)
+    b = fresh.run([EpisodeSpec(t, max_model_steps=4) for t in ids], progress=False)
+    assert _key(a) == _key(b)
+    assert b1.stats["reused_tokens"] > 0 and b2.stats["reused_tokens"] == 0
+    assert b1.stats["prefill_tokens"] < b2.stats["prefill_tokens"] / 2
+    assert not b1._kv  # every finished episode's cache is dropped
+
+
 def test_sampling_is_deterministic_under_a_seed(model_tok, tw_env):
     ids = tw_env.task_ids("test")[:4]
     specs = lambda: [EpisodeSpec(t, temperature=1.0, max_model_steps=2) for t in ids]
@@ -56,9 +68,9 @@ def test_shared_prefix_cache_matches_separate_encoding(model_tok, tw_experts):
     # a vanishing temperature makes sampling argmax, so both paths must agree token for token
     a = shared.generate(convs, temperature=1e-5, seed=3)
     b = plain.generate(convs, temperature=1e-5, seed=3)
+    assert shared.stats["prefilled"] == 2 and plain.stats["prefilled"] == 7
     greedy = plain.generate([convs[0], convs[4]], temperature=0.0)
     assert a == b and a[0] == greedy[0] and a[4] == greedy[1]
-    assert shared.stats["prefilled"] == 2 and plain.stats["prefilled"] == 0
     assert shared.stats["sequences"] == 7
 
 

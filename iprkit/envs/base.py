@@ -68,6 +68,11 @@ class Env(ABC):
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply an action; return (observation, final reward so far, done, won, info)."""
 
+    def entities(self, task_id: str) -> dict[str, str] | None:
+        """The task's named entities, ``{name: kind}``, where the env knows them (used to
+        rename entities in training copies, see ``iprkit.augment``); None otherwise."""
+        return None
+
     # -- the protocol ------------------------------------------------------------
     def check_split(self, split: str) -> None:
         if split not in self.splits:

@@ -144,6 +144,15 @@ class TextWorldEnv(Env):
         self.check_task(task_id)
         return list(textworld.Game.load(str(self.game_path(task_id).with_suffix(".json"))).walkthrough)
 
+    def entities(self, task_id: str) -> dict[str, str]:
+        """Objects, containers, supporters, keys, doors, food and rooms by name, from the game file
+        (kinds are TextWorld's type letters: o, c, s, k, d, f, r, ...)."""
+        import json
+
+        self.check_task(task_id)
+        infos = json.loads(self.game_path(task_id).with_suffix(".json").read_text())["infos"]
+        return {i["name"]: i["type"] for _, i in infos if i.get("name") and i.get("type") not in ("P", "I")}
+
     # -- episodes ---------------------------------------------------------------
     def _reset(self, task_id: str) -> tuple[str, str]:
         import textworld
