@@ -29,19 +29,21 @@ from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft  # noqa: E402
 from iprkit.trajectory import load_trajectories  # noqa: E402
 
 
-def failure_kinds(trajs):
-    """Why unsolved episodes ended: step limit with invalid turns, lost, or limit while acting."""
+def failure_kinds(rows):
+    """Why unsolved episodes ended (from the per-task rows): with invalid turns, or out of steps acting validly."""
     kinds = Counter()
-    for t in trajs:
-        if t.success:
-            continue
-        if any(not s.valid for s in t.steps):
-            kinds["had invalid turns"] += 1
-        elif t.steps and "lost" in t.steps[-1].observation.lower():
-            kinds["lost the game"] += 1
-        else:
-            kinds["ran out of steps (valid actions)"] += 1
+    for r in rows:
+        if not r["success"]:
+            kinds["had invalid turns" if r["invalid_steps"] else "ran out of steps (valid actions)"] += 1
     return dict(kinds)
+
+
+def evaluated(out, name, run):
+    """Metrics of one agent on one seed: read back when a rerun finds them, else ``run()`` and saved."""
+    path = out / f"{name}_metrics.json"
+    if not path.exists():
+        save_eval(out, name, *run())
+    return json.loads(path.read_text()), [json.loads(x) for x in (out / f"{name}_tasks.jsonl").read_text().splitlines()]
 
 
 def main():
@@ -51,6 +53,7 @@ def main():
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--out", default="runs/agent_baselines")
     ap.add_argument("--sft-preset", default="tiny")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--n-train", type=int, default=None, help="use only the first N expert trajectories")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="SFT settings over the preset, e.g. augment_copies=3")
     args = ap.parse_args()
@@ -69,16 +72,18 @@ def main():
         if not model_dir.exists():  # resume: a finished seed is not retrained
             model_dir = train_sft(trajs, cfg, out / "sft")
         sft_s = json.loads((out / "sft" / "sft_metrics.json").read_text())["runtime_s"]
-        for name, path in (("sft", model_dir), ("untrained", create_tiny(corpus(trajs), out / "untrained", seed=seed))):
-            model, tok = load_model(path)
-            m, ev = evaluate_model(HFBackend(model, tok, GenerationConfig(max_new_tokens=48)), lambda: TextWorldEnv(n_test=args.n_test),
-                                   ids, seed=seed, desc=f"{name} seed {seed}")
-            save_eval(out, name, m, ev)
+        for name, path in (("sft", model_dir), ("untrained", None)):
+            def run(name=name, path=path):
+                path = path or create_tiny(corpus(trajs), out / "untrained", seed=seed)
+                model, tok = load_model(path)
+                backend = HFBackend(model, tok, GenerationConfig(max_new_tokens=args.max_new_tokens))
+                return evaluate_model(backend, lambda: TextWorldEnv(n_test=args.n_test), ids, seed=seed,
+                                      desc=f"{name} seed {seed}")
+            m, tasks = evaluated(out, name, run)
             rows[name].append(m)
             if name == "sft":
-                detail[seed] = {"sft_seconds": sft_s, "failures": failure_kinds(ev)}
-        m, ev = random_agent(env, ids, seed=seed)
-        save_eval(out, "random", m, ev)
+                detail[seed] = {"sft_seconds": sft_s, "failures": failure_kinds(tasks)}
+        m, _ = evaluated(out, "random", lambda: random_agent(env, ids, seed=seed))
         rows["random"].append(m)
         print(f"seed {seed}: sft {rows['sft'][-1]['success_rate']:.2f} (trained {sft_s:.0f}s), "
               f"untrained {rows['untrained'][-1]['success_rate']:.2f}, random {rows['random'][-1]['success_rate']:.2f}")

@@ -39,7 +39,8 @@ class GenerationConfig:
     """Prefill identical sampled prompts once and repeat the KV cache (False: encode each copy)."""
     keep_cache: bool = True
     """Keep each episode's KV cache between its turns and prefill only new tokens (False:
-    re-encode the whole history every turn)."""
+    re-encode the whole history every turn). Memory: one cache per live episode (for a 7B
+    model with 8 KV heads, about 0.13 MB per token per episode in bf16)."""
 
 
 class Backend(Protocol):

@@ -55,6 +55,9 @@ class SFTSettings:
     """Log the loss every N steps (to the run's trainer_state.json)."""
     group_by_length: bool = True
     """Batch trajectories of similar length together (less padding, faster on CPU)."""
+    copy_warmup_steps: int = 0
+    """Before SFT, train this many steps on synthetic copy sequences (random words of the trajectories,
+    then the same words again), so a model trained from scratch learns to copy from its context. 0 = off."""
     augment_copies: int = 0
     """Add this many copies of every trajectory with its entities renamed (``iprkit.augment``;
     needs envs that list entities, e.g. TextWorld). 0 = off (the paper)."""
@@ -90,6 +93,8 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, pr
     if is_preset(base):
         base = create_tiny(corpus(trajs), out_dir / "init", preset=base, seed=cfg.seed)
     model, tok = load_model(base, cfg.model, trainable=True)
+    if cfg.copy_warmup_steps > 0:
+        _copy_warmup(model, tok, trajs, cfg, out_dir, progress)
     trajs = list(trajs) + renamed_copies(trajs, cfg.augment_copies, seed=cfg.seed)
     ds = to_dataset(trajs).select_columns(["messages"]).shuffle(seed=cfg.seed)
     n_steps = cfg.max_steps if cfg.max_steps > 0 else int(cfg.epochs * len(ds) / (cfg.batch_size * cfg.grad_accum)) + 1
@@ -113,3 +118,33 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, pr
         "parameters": count_parameters(trainer.model), "runtime_s": result.metrics.get("train_runtime"),
         "log_history": trainer.state.log_history})
     return model_dir
+
+
+def copy_dataset(trajs: list[Trajectory], n: int, seed: int = 0):
+    """``n`` texts of 8-24 random words from the trajectories, a newline, and the same words again."""
+    import random
+
+    from datasets import Dataset
+
+    words = sorted({w for t in trajs for text in (t.instruction, t.observation, *(s.observation for s in t.steps))
+                    for w in text.split()})
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        span = " ".join(rng.choice(words) for _ in range(rng.randint(8, 24)))
+        texts.append(f"{span}\n{span}")
+    return Dataset.from_dict({"text": texts})
+
+
+def _copy_warmup(model, tok, trajs, cfg: SFTSettings, out_dir: Path, progress: bool) -> None:
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(out_dir / "warmup"), max_steps=cfg.copy_warmup_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=max(1, cfg.copy_warmup_steps // 10),
+        per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, bf16=cfg.bf16,
+        use_cpu=not torch.cuda.is_available(), seed=cfg.seed, logging_steps=cfg.logging_steps,
+        save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
+    SFTTrainer(model=model, args=args, processing_class=tok,
+               train_dataset=copy_dataset(trajs, cfg.copy_warmup_steps * cfg.batch_size, cfg.seed)).train()

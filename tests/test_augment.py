@@ -51,3 +51,15 @@ def test_renaming_without_entities_is_a_clear_error():
     t.meta = {}
     with pytest.raises(IprkitError, match="meta\\['entities'\\].*augment_copies=0"):
         renamed_copies([t], 1)
+
+
+def test_copy_warmup_data_repeats_a_span_of_the_trajectories_words():
+    from iprkit.sft import copy_dataset
+
+    trajs = [_traj("a"), _traj("b")]
+    words = {w for t in trajs for x in (t.instruction, t.observation, *(s.observation for s in t.steps)) for w in x.split()}
+    ds = copy_dataset(trajs, 20, seed=1)
+    assert len(ds) == 20 and ds[0]["text"] == copy_dataset(trajs, 20, seed=1)[0]["text"]
+    for text in ds["text"]:
+        first, second = text.split("\n")
+        assert first == second and 8 <= len(first.split()) <= 24 and set(first.split()) <= words

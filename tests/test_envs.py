@@ -53,6 +53,20 @@ def test_textworld_expert_replay_wins_every_test_game(tw_env):
     assert not any("$$$$" in x or re.search(r"=-\d+/\d+", x) or "RESTART" in x for x in texts)
 
 
+def test_textworld_quote_thoughts_cite_the_task_sentences_in_order(tw_env):
+    from iprkit.envs.textworld_env import TextWorldEnv
+
+    env = TextWorldEnv(n_test=100, thoughts="quote")
+    trajs, failures = expert_trajectories(env, tw_env.task_ids("test")[:25], progress=False)
+    assert not failures and all(t.success for t in trajs)
+    for t in trajs:
+        quotes = [re.fullmatch(r'Next in my task: "(.+)"', s.thought) for s in t.steps]
+        assert all(quotes), [s.thought for s in t.steps]
+        where = [t.instruction.index(q[1]) for q in quotes]  # verbatim, in the task's order, each once
+        assert where == sorted(where) and len(set(where)) == len(where)
+    env.close()
+
+
 def test_textworld_splits_are_disjoint_seed_ranges(tw_env):
     train, test = set(tw_env.task_ids("train")), set(tw_env.task_ids("test"))
     assert not train & test

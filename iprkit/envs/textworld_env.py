@@ -94,8 +94,11 @@ class TextWorldEnv(Env):
     can_snapshot = True
 
     def __init__(self, preset: str = "easy", n_train: int = 800, n_test: int = 100,
-                 max_steps: int | None = None, game_dir: str | Path | None = None):
+                 max_steps: int | None = None, game_dir: str | Path | None = None, thoughts: str = "template"):
         super().__init__()
+        if thoughts not in ("template", "quote"):
+            raise IprkitError(f"textworld: thoughts={thoughts!r}; choose 'template' or 'quote'.")
+        self.thoughts = thoughts
         if preset not in PRESETS:
             raise IprkitError(f"textworld: unknown preset {preset!r}; choose one of {list(PRESETS)}.")
         self.preset, self.n_train, self.n_test = preset, n_train, n_test
@@ -168,6 +171,7 @@ class TextWorldEnv(Env):
                 self._env, self._loaded = textworld.start(path, request_infos=infos), path
             gs = self._env.reset()
         self._max_score = max(1, gs.max_score or 1)
+        self._done_actions: list[str] = []
         self.admissible_commands = list(gs.admissible_commands or [])
         objective = gs.objective.strip()
         # the first feedback is banner + objective + room; the room starts at its "-= Name =-" header
@@ -177,6 +181,7 @@ class TextWorldEnv(Env):
         return instruction, _clean(first)
 
     def _step(self, action: str):
+        self._done_actions.append(action)
         gs, score, done = self._env.step(action)
         self.admissible_commands = list(gs.admissible_commands or [])
         reward = max(0.0, min(1.0, (score or 0) / self._max_score))
@@ -184,11 +189,13 @@ class TextWorldEnv(Env):
             "admissible_commands": self.admissible_commands, "lost": bool(gs.lost)}
 
     def snapshot(self):
-        return (self._env.copy(), self._episode_state(), self._loaded, self._max_score, list(self.admissible_commands))
+        return (self._env.copy(), self._episode_state(), self._loaded, self._max_score, list(self.admissible_commands),
+                list(self._done_actions))
 
     def restore(self, snap) -> None:
-        env, state, loaded, max_score, adm = snap
+        env, state, loaded, max_score, adm, done_actions = snap
         self._env, self._loaded, self._max_score, self.admissible_commands = env.copy(), loaded, max_score, list(adm)
+        self._done_actions = list(done_actions)
         self._set_episode_state(state)
 
     def close(self) -> None:
@@ -198,6 +205,13 @@ class TextWorldEnv(Env):
 
     # -- expert thoughts ----------------------------------------------------------
     def expert_thought(self, action: str, seen: str) -> str:
+        """A template thought, or with ``thoughts="quote"`` the sentence of the task that this action
+        carries out (sentences matched in order by the action's first entity or direction), so the
+        thought copies names from the task and the action copies them from the thought."""
+        if self.thoughts == "quote":
+            clause = _task_clause(seen.split("\n", 1)[0], self._done_actions + [action])
+            if clause:
+                return f'Next in my task: "{clause}"'
         words = action.split()
         verb, rest = (words[0], " ".join(words[1:])) if words else ("", "")
         if verb == "go":
@@ -215,3 +229,29 @@ class TextWorldEnv(Env):
         if verb in ("eat", "drop", "close", "lock", "examine"):
             return f"The task asks me to {verb} the {rest.split(' with ')[0]}, so I do it."
         return f"To make progress on the task I {action}."
+
+
+def _task_clause(instruction: str, actions: list[str]) -> str | None:
+    """The task sentence the last of ``actions`` carries out (its last clause), aligning each earlier
+    action to the first later sentence that names its focus; None where no sentence does."""
+    objective = instruction.split("Your task: ", 1)[-1]
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", objective) if x.strip()]
+    start = 0
+    for i, a in enumerate(actions):
+        key = _focus(a)
+        hit = next((j for j in range(start, len(sentences))
+                    if key and re.search(rf"\b{re.escape(key)}\b", sentences[j], re.IGNORECASE)), None)
+        if hit is None:
+            if i == len(actions) - 1:
+                return None
+            continue
+        start = hit + 1
+    sentence = sentences[start - 1]
+    return sentence.rsplit(", ", 1)[-1]
+
+
+def _focus(action: str) -> str | None:
+    """The direction or first entity of an action: what a task sentence about it must name."""
+    m = re.match(r"(?:go (\w+)|(?:take|drop|eat|examine|open|close|lock|unlock|put|insert) (.+?)"
+                 r"(?: (?:from|on|into|with) .+)?)$", action)
+    return (m[1] or m[2]) if m else None
