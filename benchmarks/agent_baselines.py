@@ -3,7 +3,7 @@ held-out TextWorld games, over several seeds.
 
     python benchmarks/agent_baselines.py --experts .cache/tw-train-800.jsonl --seeds 0 1 2
 
-Each seed trains the tiny preset from scratch (about 5 minutes on 2 cores), then
+Each seed trains the tiny preset from scratch (about 10 minutes on 2 cores), then
 evaluates greedily on the test games. Prints a table (mean +- std over seeds) and
 writes JSON with per-seed figures and where the SFT agent fails.
 """
@@ -100,8 +100,9 @@ def main():
         print(f"{name:12}{t['success_mean']:>11.3f} ± {t['success_std']:.3f}{t['reward_mean']:>11.3f} ± "
               f"{t['reward_std']:.3f}{t['avg_steps']:>8.2f}{t['invalid_rate']:>9.3f}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "baselines.json").write_text(json.dumps({"table": table, "detail": detail,
-                                                               "seeds": args.seeds, "n_test": args.n_test}, indent=2))
+    settings = json.loads((Path(args.out) / f"seed{args.seeds[0]}" / "sft" / "sft_config.json").read_text())
+    (Path(args.out) / "baselines.json").write_text(json.dumps({"table": table, "detail": detail, "seeds": args.seeds,
+                                                               "n_test": args.n_test, "sft_settings": settings}, indent=2))
 
 
 if __name__ == "__main__":

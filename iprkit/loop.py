@@ -6,7 +6,7 @@ train, evaluate, for every method and seed, in one run directory.
 Layout (every file written atomically; a rerun resumes at the first unfinished stage):
 
     OUT/config.json                     the resolved RunConfig
-    OUT/experts/train.jsonl             expert trajectories the agents learn from
+    OUT/experts/train.jsonl             expert trajectories the agents learn from (order.json: their task order)
     OUT/mc_cache/<scorer>.jsonl         Monte Carlo estimates, shared by methods and iterations
     OUT/seed<S>/sft/                    SFT model, its config and metrics, eval/
     OUT/seed<S>/<method>/iter<k>/       explore.jsonl, step_rewards.jsonl, pairs.jsonl,
@@ -61,6 +61,10 @@ class RunConfig:
     """Use the first N tasks of the train split for SFT (None: all)."""
     n_explore: int | None = None
     """Explore along the first N expert trajectories each iteration (None: all)."""
+    explore_held_out: bool = False
+    """Explore along the ``n_explore`` train tasks after the first ``n_experts`` (expert trajectories SFT never saw)
+    instead of the first ``n_explore`` SFT tasks (the paper). For a small model that memorises its SFT tasks: there it
+    already takes the expert's every action, so exploring them finds nothing to contrast."""
     eval_splits: list[str] | None = None
     """Splits to evaluate on (None: the env's test splits, each reported apart)."""
     n_eval: int | None = None
@@ -87,6 +91,10 @@ class RunConfig:
     """How models write turns in every rollout."""
     threads: int = 2
     """torch CPU threads."""
+    sft_model: str | None = None
+    """Start every method from this SFT model folder instead of training one (``{seed}`` in the path becomes the
+    seed), e.g. a model from ``iprkit sft`` or an earlier run's ``seed0/sft/model``: tune IPR without redoing SFT.
+    It is copied into the run directory, with its origin in ``sft/source.json``."""
     experts_file: str | None = None
     """Bring your own expert trajectories (JSONL; e.g. converted from the paper's release) instead of the env's gold
     paths; each is replayed in the env first and those that do not reproduce are reported and skipped."""
@@ -114,6 +122,9 @@ class Runner:
         unknown = [m for m in cfg.methods if m not in METHODS]
         if unknown:
             raise IprkitError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
+        if cfg.explore_held_out and (cfg.n_experts is None or cfg.n_explore is None):
+            raise IprkitError("explore_held_out=true needs n_experts (the SFT tasks) and n_explore (the held-out tasks "
+                              "after them); set both, and give the train split n_experts + n_explore tasks.")
         self.cfg, self.out, self.progress, self.stop_after = cfg, Path(out), progress, stop_after
         if cfg.mc.scorer not in ("sft", "current"):
             from iprkit.models import load_model
@@ -148,14 +159,15 @@ class Runner:
     def experts(self) -> list[Trajectory]:
         path = self.out / "experts" / f"{self.cfg.train_split}.jsonl"
         if not path.exists():
+            n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
             if self.cfg.experts_file:
-                given = load_trajectories(self.cfg.experts_file)[: self.cfg.n_experts]
+                given = load_trajectories(self.cfg.experts_file)[:n]
                 ids = [t.task_id for t in given]
                 trajs, failures = verify_experts(self.env, given, progress=self.progress)
             else:
-                ids = self.env.task_ids(self.cfg.train_split)[: self.cfg.n_experts]
+                ids = self.env.task_ids(self.cfg.train_split)[:n]
                 if hasattr(self.env, "prepare"):
-                    self.env.prepare(self.cfg.train_split, limit=self.cfg.n_experts)
+                    self.env.prepare(self.cfg.train_split, limit=n)
                 trajs, failures = expert_trajectories(self.env, ids, progress=self.progress)
             bad = [t.task_id for t in trajs if not t.success] + [f["task_id"] for f in failures]
             write_json(self.out / "experts" / "replay_report.json", {"tasks": len(ids), "replayed_to_success": len(ids) - len(bad),
@@ -163,12 +175,38 @@ class Runner:
             if bad:
                 print(f"experts: {len(bad)} of {len(ids)} gold paths did not replay to success; skipped "
                       f"(see {self.out / 'experts' / 'replay_report.json'})")
+            write_json(self.out / "experts" / "order.json", ids)  # task order: SFT takes the first n_experts
             save_trajectories(path, [t for t in trajs if t.success])
         return load_trajectories(path)
+
+    def split_experts(self, experts: list[Trajectory]) -> tuple[list[Trajectory], list[Trajectory]]:
+        """(SFT set, exploration set): the first ``n_experts`` tasks and, with ``explore_held_out``, the
+        ``n_explore`` after them; else the first ``n_explore`` of the SFT set."""
+        order_path = self.out / "experts" / "order.json"
+        order = read_json(order_path) if order_path.exists() else [t.task_id for t in experts]
+        sft_ids = set(order[: self.cfg.n_experts])
+        sft_set = [t for t in experts if t.task_id in sft_ids]
+        if self.cfg.explore_held_out:
+            return sft_set, [t for t in experts if t.task_id not in sft_ids][: self.cfg.n_explore]
+        return sft_set, sft_set[: self.cfg.n_explore]
 
     def sft(self, seed: int, experts: list[Trajectory]) -> Path:
         d = self.out / f"seed{seed}" / "sft"
         model = d / "model"
+        if not model.exists() and self.cfg.sft_model:
+            src = Path(self.cfg.sft_model.format(seed=seed))
+            if not (src / "config.json").exists():
+                raise IprkitError(f"sft_model: {src} is not a model folder (no config.json); give the folder that "
+                                  "`iprkit sft` or a run's seed<S>/sft/ wrote as model/, or unset sft_model to train one.")
+            tmp = d.parent / "sft.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp / "model")
+            for name in ("sft_metrics.json", "sft_config.json"):  # what `iprkit sft` wrote beside the model
+                if (src.parent / name).exists():
+                    shutil.copy2(src.parent / name, tmp / name)
+            write_json(tmp / "source.json", {"sft_model": str(src.resolve())})
+            shutil.rmtree(d, ignore_errors=True)
+            tmp.rename(d)
         if not model.exists():
             cfg = replace(self.cfg.sft, seed=seed)
             tmp = d.parent / "sft.tmp"
@@ -196,13 +234,13 @@ class Runner:
             report[split] = read_json(mpath)
         return report
 
-    def iteration(self, seed: int, method: str, k: int, experts: list[Trajectory], sft_model: Path, prev: Path) -> Path:
+    def iteration(self, seed: int, method: str, k: int, chosen: list[Trajectory], sft_model: Path, prev: Path) -> Path:
+        """One iteration along the expert trajectories ``chosen``: explore, score, pair, train."""
         spec = _merge({"pairs": asdict(self.cfg.pairs), "dpo": asdict(self.cfg.dpo), "every_step": True},
                       {k2: v for k2, v in METHODS[method].items() if k2 != "iterations"})
         pcfg, dcfg = PairSettings(**spec["pairs"]), DPOSettings(**{**spec["dpo"], "seed": seed})
         d = self.out / f"seed{seed}" / method / f"iter{k}"
         tag = f"seed{seed}/{method}/iter{k}"
-        chosen = experts[: self.cfg.n_explore]
 
         # 1. explore along the expert trajectories with the current policy
         exp_path = d / "explore.jsonl"
@@ -269,12 +307,12 @@ class Runner:
 
     # -- the whole job ---------------------------------------------------------------------
     def run(self) -> dict:
-        experts = self.experts()
-        if not experts:
+        sft_set, explore_set = self.split_experts(self.experts())
+        if not sft_set:
             raise IprkitError("no expert trajectory replayed to success; nothing to train on.")
         results: dict = {}
         for seed in self.cfg.seeds:
-            sft_model = self.sft(seed, experts)
+            sft_model = self.sft(seed, sft_set)
             base = self.evaluate(sft_model, self.out / f"seed{seed}" / "sft", seed)
             self._checkpoint(f"seed{seed}/sft/eval")
             for method in self.cfg.methods:
@@ -282,7 +320,7 @@ class Runner:
                 curve = [{"iteration": 0, **_flat(base)}]
                 prev = sft_model
                 for k in range(1, n + 1):
-                    prev = self.iteration(seed, method, k, experts, sft_model, prev)
+                    prev = self.iteration(seed, method, k, explore_set, sft_model, prev)
                     ev = self.evaluate(prev, self.out / f"seed{seed}" / method / f"iter{k}", seed)
                     self._checkpoint(f"seed{seed}/{method}/iter{k}/eval")
                     stats_path = self.out / f"seed{seed}" / method / f"iter{k}" / "pair_stats.json"
@@ -294,7 +332,7 @@ class Runner:
         atomic_write_text(self.out / "results.md", format_table(table))
         mc_counts = {str(p.parent.relative_to(self.out)): read_json(p) for p in sorted(self.out.glob("seed*/*/iter*/mc_counts.json"))}
         write_json(self.out / "metrics.json", {"results": table, "curves": results, "mc_counts": mc_counts,
-                                               "experts": len(experts)})
+                                               "experts": len(sft_set), "explored_tasks": len(explore_set)})
         return {"table": table, "curves": results, "counters": self.counters}
 
     def close(self) -> None:

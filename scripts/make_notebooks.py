@@ -65,7 +65,9 @@ write_metrics({"env": cfg.env, "tasks": report["tasks"], "replayed_to_success": 
                "held-out tasks.", [
         '''run_until(f"seed{seed}/sft/eval")
 sft_dir = Path(run_dir) / f"seed{seed}" / "sft"
-sft = json.loads((sft_dir / "sft_metrics.json").read_text())
+metrics_path = sft_dir / "sft_metrics.json"  # absent when sft_model named a model trained elsewhere
+sft = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"log_history": [], "train_loss": None,
+                                                                          "steps": None, "parameters": None}
 evals = {p.name.split("_")[0]: json.loads(p.read_text()) for p in (sft_dir / "eval").glob("*_metrics.json")}
 evals''',
         '''import plotly.graph_objects as go

@@ -126,3 +126,32 @@ def test_failed_write_keeps_the_previous_artifact(tmp_path):
     with pytest.raises(OSError):
         write_jsonl(path, rows())
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["pairs.jsonl"]
+
+
+
+def test_sft_model_reuses_a_trained_base_agent(tmp_path, full_run):
+    out, _ = full_run
+    runner = Runner(_cfg(sft_model=str(out / "seed{seed}" / "sft" / "model")), tmp_path, progress=False)
+    try:
+        model = runner.sft(0, runner.experts())
+    finally:
+        runner.close()
+    src = out / "seed0" / "sft"
+    assert (model / "model.safetensors").read_bytes() == (src / "model" / "model.safetensors").read_bytes()
+    assert json.loads((model.parent / "source.json").read_text())["sft_model"] == str((src / "model").resolve())
+    assert (model.parent / "sft_metrics.json").read_text() == (src / "sft_metrics.json").read_text()
+    assert not (model.parent / "trainer").exists()  # nothing was trained
+    with pytest.raises(IprkitError, match=r"sft_model: .*nowhere is not a model folder"):
+        Runner(_cfg(sft_model=str(tmp_path / "nowhere")), tmp_path / "b", progress=False).sft(0, [])
+
+
+def test_explore_held_out_explores_tasks_sft_never_saw(tmp_path, full_run):
+    out, _ = full_run
+    cfg = _cfg(sft_model=str(out / "seed{seed}" / "sft" / "model"), explore_held_out=True, n_experts=20, n_explore=4)
+    with pytest.raises(StopRun):
+        Runner(cfg, tmp_path, progress=False, stop_after="ipr/iter1/explore").run()
+    order = json.loads((tmp_path / "experts/order.json").read_text())
+    explored = {json.loads(l)["task_id"] for l in (tmp_path / "seed0/ipr/iter1/explore.jsonl").read_text().splitlines()}
+    assert len(order) == 24 and explored and explored <= set(order[20:])
+    with pytest.raises(IprkitError, match="explore_held_out=true needs n_experts"):
+        Runner(_cfg(explore_held_out=True, n_explore=4), tmp_path / "b")
