@@ -34,13 +34,17 @@ def branches_by_task(explorations: list[Trajectory]) -> dict[str, dict[int, Traj
     return out
 
 
-def score_requests(experts: list[Trajectory], branches: dict[str, dict[int, Trajectory]], score_expert: bool = True):
-    """(request, (task_id, t, side)) for every expert action and every agent action at its branch step.
+def score_requests(experts: list[Trajectory], branches: dict[str, dict[int, Trajectory]], score_expert: bool = True,
+                   same_action: bool = True):
+    """(request, (task_id, t, side)) for every expert action and every agent action at its branch step
+    (``same_action=False``: only at steps where the two actions differ).
     A step that ended the episode is terminal: its estimate is the env's reward."""
     out = []
     for e in experts:
         for t, b in sorted(branches.get(e.task_id, {}).items()):
             if t >= len(e.steps) or len(b.steps) <= t:
+                continue
+            if not same_action and b.steps[t].action == e.steps[t].action:
                 continue
             if score_expert:
                 out.append((ScoreRequest(e.task_id, e.steps[: t + 1],

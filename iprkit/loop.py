@@ -261,7 +261,7 @@ class Runner:
                 scorer = {"sft": sft_model, "current": prev}.get(self.cfg.mc.scorer, self.cfg.mc.scorer)
                 scorer_id = fingerprint_model(scorer)
                 cache = MCCache(self.out / "mc_cache" / f"{scorer_id}.jsonl")
-                reqs = score_requests(chosen, branches, self.cfg.mc.score_expert)
+                reqs = score_requests(chosen, branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
                 engine = self._engine(scorer, seed * 1000 + k + 500)
                 ests, counts = score(engine, cache, scorer_id, self.env_id, [r for r, _ in reqs], self.cfg.mc, self.progress)
                 engine.close()

@@ -34,6 +34,10 @@ class MCSettings:
     """Which model scores: ``sft`` (the fixed SFT agent, the paper), ``current`` (this iteration's policy) or a model path."""
     score_expert: bool = True
     """Also score the expert's actions with the same estimator."""
+    score_same_action: bool = True
+    """Also score steps where the agent took the expert's very action (one estimate serves both sides, and no step
+    pair can come from such a step). False skips them: the heatmap is blank there and Monte Carlo costs drop by the
+    share of matching steps (most steps, for an agent that is good on the explored tasks)."""
 
 
 @dataclass

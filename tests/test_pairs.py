@@ -66,3 +66,15 @@ def test_switches_turn_kinds_off():
     branches = {0: _traj(["x"], 0.0, "agent")}
     assert build_pairs(expert, branches, {0: 1.0}, {0: 0.0}, PairSettings(step_pairs=False))[0][0]["kind"] == "outcome"
     assert build_pairs(expert, branches, {0: 1.0}, {0: 0.0}, PairSettings(outcome_pairs=False))[0][0]["kind"] == "step"
+
+
+def test_score_requests_can_skip_steps_where_the_agent_took_the_experts_action():
+    from iprkit.explore import score_requests
+
+    expert = _traj(["a", "b", "c"], 1.0)
+    branches = {"t1": {0: _traj(["a", "y", "w"], 0.0, "agent"), 1: _traj(["a", "q", "v"], 0.0, "agent"),
+                       2: _traj(["a", "b", "c"], 1.0, "agent")}}
+    every = [tag for _, tag in score_requests([expert], branches)]
+    assert every == [("t1", t, side) for t in (0, 1, 2) for side in ("expert", "agent")]
+    differing = [(tag, [s.action for s in r.steps]) for r, tag in score_requests([expert], branches, same_action=False)]
+    assert differing == [(("t1", 1, "expert"), ["a", "b"]), (("t1", 1, "agent"), ["a", "q"])]
