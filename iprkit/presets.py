@@ -5,8 +5,8 @@
 - ``demo``: the README's main job: TextWorld easy, the tiny model from scratch (the ``tiny``
   SFT recipe, 10 minutes), then one ETO and one IPR iteration along 64 train games SFT did not
   see (``explore_held_out``), evaluated on 100 test games. About 12 minutes after SFT on
-  2 CPU cores (Monte Carlo rollouts 3, DPO 2.5 per method, evaluation 1 per model), so about
-  24 minutes in all with the games cached; generating the 964 games first adds about 9 minutes.
+  2 CPU cores (Monte Carlo rollouts 4, DPO 1-2 per method, evaluation 1 per model); `make demo`
+  took 23 minutes from a clean clone with the games cached; generating the 964 games first adds about 9 minutes.
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
   DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for a GPU user; set
   ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper).
