@@ -193,29 +193,29 @@ class Runner:
     def sft(self, seed: int, experts: list[Trajectory]) -> Path:
         d = self.out / f"seed{seed}" / "sft"
         model = d / "model"
-        if not model.exists() and self.cfg.sft_model:
-            src = Path(self.cfg.sft_model.format(seed=seed))
-            if not (src / "config.json").exists():
-                raise IprkitError(f"sft_model: {src} is not a model folder (no config.json); give the folder that "
-                                  "`iprkit sft` or a run's seed<S>/sft/ wrote as model/, or unset sft_model to train one.")
-            tmp = d.parent / "sft.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp / "model")
-            for name in ("sft_metrics.json", "sft_config.json"):  # what `iprkit sft` wrote beside the model
-                if (src.parent / name).exists():
-                    shutil.copy2(src.parent / name, tmp / name)
-            write_json(tmp / "source.json", {"sft_model": str(src.resolve())})
-            shutil.rmtree(d, ignore_errors=True)
-            tmp.rename(d)
         if not model.exists():
-            cfg = replace(self.cfg.sft, seed=seed)
             tmp = d.parent / "sft.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            train_sft(experts, cfg, tmp, progress=self.progress)
+            if self.cfg.sft_model:
+                self._copy_sft_model(Path(self.cfg.sft_model.format(seed=seed)), tmp)
+            else:
+                train_sft(experts, replace(self.cfg.sft, seed=seed), tmp, progress=self.progress)
             shutil.rmtree(d, ignore_errors=True)
             tmp.rename(d)
         self._checkpoint(f"seed{seed}/sft")
         return model
+
+    @staticmethod
+    def _copy_sft_model(src: Path, dst: Path) -> None:
+        """``sft_model``: the given model as ``dst/model``, with what `iprkit sft` wrote beside it and its origin."""
+        if not (src / "config.json").exists():
+            raise IprkitError(f"sft_model: {src} is not a model folder (no config.json); give the folder that "
+                              "`iprkit sft` or a run's seed<S>/sft/ wrote as model/, or unset sft_model to train one.")
+        shutil.copytree(src, dst / "model")
+        for name in ("sft_metrics.json", "sft_config.json"):
+            if (src.parent / name).exists():
+                shutil.copy2(src.parent / name, dst / name)
+        write_json(dst / "source.json", {"sft_model": str(src.resolve())})
 
     def evaluate(self, model: Path, d: Path, seed: int) -> dict:
         d = d / "eval"

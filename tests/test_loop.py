@@ -128,7 +128,6 @@ def test_failed_write_keeps_the_previous_artifact(tmp_path):
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["pairs.jsonl"]
 
 
-
 def test_sft_model_reuses_a_trained_base_agent(tmp_path, full_run):
     out, _ = full_run
     runner = Runner(_cfg(sft_model=str(out / "seed{seed}" / "sft" / "model")), tmp_path, progress=False)
