@@ -40,7 +40,8 @@ RUN_PRESETS = {
         "sft": SFT_PRESETS["paper"],
         "mc": {"n": 5, "temperature": 1.0, "scorer": "sft"},
         "dpo": {"beta": 0.1, "nll_weight": 1.0, "nll": "sum", "learning_rate": 3e-6, "lr_scheduler": "constant_with_warmup",
-                "warmup_ratio": 0.1, "epochs": 3.0, "batch_size": 4, "grad_accum": 12, "bf16": True, "max_length": 4096},
+                "warmup_ratio": 0.1, "epochs": 3.0, "batch_size": 4, "grad_accum": 12, "bf16": True, "max_length": 4096,
+                "gradient_checkpointing": True},
         "generation": {"max_new_tokens": 512, "batch_size": 64},
     },
 }

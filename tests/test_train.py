@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from iprkit.models import load_model
+from iprkit.models import ModelConfig, load_model
 from iprkit.pairs import PairSettings, build_pairs
 from iprkit.train import DPOSettings, IPRTrainer, MaskedPreferenceCollator, assistant_token_mask, pairs_dataset
 
@@ -81,3 +81,29 @@ def test_loss_is_dpo_plus_nll_sum_or_mean(smoke_model, tw_experts, tmp_path, nll
     assert loss == pytest.approx(math.log(2) + expected_nll, rel=2e-3)
     plain, pb, _ = _trainer(smoke_model, pair, tmp_path / "p", nll_weight=0.0)
     assert plain.compute_loss(plain.model, pb).item() == pytest.approx(math.log(2), abs=5e-3)  # no NLL term
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_gradient_checkpointing_follows_the_config(smoke_model, tw_experts, tmp_path, monkeypatch, on):
+    """TRL 1.x turns gradient checkpointing on by default (1.5x slower steps for the tiny model);
+    SFT and DPO pass the config's value instead."""
+    import trl
+
+    from iprkit.sft import SFTSettings, train_sft
+    from iprkit.train import train_dpo
+
+    seen = []
+
+    def record(self, *a, **k):
+        seen.append(self.args.gradient_checkpointing)
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(trl.SFTTrainer, "train", record)
+    monkeypatch.setattr(IPRTrainer, "train", record)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tw_experts[:4], SFTSettings(model=ModelConfig(name_or_path="tiny"), max_steps=1, gradient_checkpointing=on),
+                  tmp_path / "sft", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo([_pair(tw_experts)], smoke_model, smoke_model, DPOSettings(gradient_checkpointing=on), tmp_path / "dpo",
+                  progress=False)
+    assert seen == [on, on]
