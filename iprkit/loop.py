@@ -12,11 +12,14 @@ Layout (every file written atomically; a rerun resumes at the first unfinished s
     OUT/seed<S>/<method>/iter<k>/       explore.jsonl, step_rewards.jsonl, pairs.jsonl,
                                         pair_stats.json, train_metrics.json, model/, eval/
     OUT/results.json, OUT/results.md    the table: success and reward per method and iteration
+    OUT/timings.json                    wall seconds of every stage that ran (summed over resumes)
     OUT/metrics.json                    everything above in one file
 """
 
 import shutil
 import statistics
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -145,6 +148,16 @@ class Runner:
         if self.stop_after and stage.endswith(self.stop_after):
             raise StopRun(stage)
 
+    @contextmanager
+    def _timed(self, stage: str):
+        """Add the wall seconds of the block to ``stage`` in OUT/timings.json (only stages that ran are timed)."""
+        t0 = time.perf_counter()
+        yield
+        path = self.out / "timings.json"
+        timings = read_json(path) if path.exists() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 1)
+        write_json(path, timings)
+
     def _backend(self, model_path: Path) -> HFBackend:
         from iprkit.models import load_model
 
@@ -159,25 +172,29 @@ class Runner:
     def experts(self) -> list[Trajectory]:
         path = self.out / "experts" / f"{self.cfg.train_split}.jsonl"
         if not path.exists():
-            n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
-            if self.cfg.experts_file:
-                given = load_trajectories(self.cfg.experts_file)[:n]
-                ids = [t.task_id for t in given]
-                trajs, failures = verify_experts(self.env, given, progress=self.progress)
-            else:
-                ids = self.env.task_ids(self.cfg.train_split)[:n]
-                if hasattr(self.env, "prepare"):
-                    self.env.prepare(self.cfg.train_split, limit=n)
-                trajs, failures = expert_trajectories(self.env, ids, progress=self.progress)
-            bad = [t.task_id for t in trajs if not t.success] + [f["task_id"] for f in failures]
-            write_json(self.out / "experts" / "replay_report.json", {"tasks": len(ids), "replayed_to_success": len(ids) - len(bad),
-                                                                     "skipped": bad, "failures": failures})
-            if bad:
-                print(f"experts: {len(bad)} of {len(ids)} gold paths did not replay to success; skipped "
-                      f"(see {self.out / 'experts' / 'replay_report.json'})")
-            write_json(self.out / "experts" / "order.json", ids)  # task order: SFT takes the first n_experts
-            save_trajectories(path, [t for t in trajs if t.success])
+            with self._timed("experts"):
+                self._write_experts(path)
         return load_trajectories(path)
+
+    def _write_experts(self, path: Path) -> None:
+        n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
+        if self.cfg.experts_file:
+            given = load_trajectories(self.cfg.experts_file)[:n]
+            ids = [t.task_id for t in given]
+            trajs, failures = verify_experts(self.env, given, progress=self.progress)
+        else:
+            ids = self.env.task_ids(self.cfg.train_split)[:n]
+            if hasattr(self.env, "prepare"):
+                self.env.prepare(self.cfg.train_split, limit=n)
+            trajs, failures = expert_trajectories(self.env, ids, progress=self.progress)
+        bad = [t.task_id for t in trajs if not t.success] + [f["task_id"] for f in failures]
+        write_json(self.out / "experts" / "replay_report.json", {"tasks": len(ids), "replayed_to_success": len(ids) - len(bad),
+                                                                 "skipped": bad, "failures": failures})
+        if bad:
+            print(f"experts: {len(bad)} of {len(ids)} gold paths did not replay to success; skipped "
+                  f"(see {self.out / 'experts' / 'replay_report.json'})")
+        write_json(self.out / "experts" / "order.json", ids)  # task order: SFT takes the first n_experts
+        save_trajectories(path, [t for t in trajs if t.success])
 
     def split_experts(self, experts: list[Trajectory]) -> tuple[list[Trajectory], list[Trajectory]]:
         """(SFT set, exploration set): the first ``n_experts`` tasks and, with ``explore_held_out``, the
@@ -196,10 +213,11 @@ class Runner:
         if not model.exists():
             tmp = d.parent / "sft.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            if self.cfg.sft_model:
-                self._copy_sft_model(Path(self.cfg.sft_model.format(seed=seed)), tmp)
-            else:
-                train_sft(experts, replace(self.cfg.sft, seed=seed), tmp, progress=self.progress)
+            with self._timed(f"seed{seed}/sft"):
+                if self.cfg.sft_model:
+                    self._copy_sft_model(Path(self.cfg.sft_model.format(seed=seed)), tmp)
+                else:
+                    train_sft(experts, replace(self.cfg.sft, seed=seed), tmp, progress=self.progress)
             shutil.rmtree(d, ignore_errors=True)
             tmp.rename(d)
         self._checkpoint(f"seed{seed}/sft")
@@ -227,9 +245,10 @@ class Runner:
                 ids = self.env.task_ids(split)[: self.cfg.n_eval]
                 if hasattr(self.env, "prepare"):
                     self.env.prepare(split, limit=self.cfg.n_eval)
-                metrics, trajs = evaluate_model(self._backend(model), self.env_factory, ids, seed=seed,
-                                                max_live=self.cfg.generation.batch_size, progress=self.progress,
-                                                desc=f"eval {split}")
+                with self._timed(f"{d.parent.relative_to(self.out)}/eval/{split}"):
+                    metrics, trajs = evaluate_model(self._backend(model), self.env_factory, ids, seed=seed,
+                                                    max_live=self.cfg.generation.batch_size, progress=self.progress,
+                                                    desc=f"eval {split}")
                 save_eval(d, split, metrics, trajs)
             report[split] = read_json(mpath)
         return report
@@ -245,10 +264,11 @@ class Runner:
         # 1. explore along the expert trajectories with the current policy
         exp_path = d / "explore.jsonl"
         if not exp_path.exists():
-            engine = self._engine(prev, seed * 1000 + k)
-            branches = explore(engine, chosen, every_step=spec["every_step"] and pcfg.step_pairs,
-                               temperature=self.cfg.explore_temperature, progress=self.progress)
-            engine.close()
+            with self._timed(f"{tag}/explore"):
+                engine = self._engine(prev, seed * 1000 + k)
+                branches = explore(engine, chosen, every_step=spec["every_step"] and pcfg.step_pairs,
+                                   temperature=self.cfg.explore_temperature, progress=self.progress)
+                engine.close()
             save_trajectories(exp_path, branches)
         self._checkpoint(f"{tag}/explore")
         branches = branches_by_task(load_trajectories(exp_path))
@@ -256,18 +276,8 @@ class Runner:
         # 2. Monte Carlo step rewards for expert and agent actions (cached across iterations)
         rew_path = d / "step_rewards.jsonl"
         if not rew_path.exists():
-            rows = []
-            if pcfg.step_pairs:
-                scorer = {"sft": sft_model, "current": prev}.get(self.cfg.mc.scorer, self.cfg.mc.scorer)
-                scorer_id = fingerprint_model(scorer)
-                cache = MCCache(self.out / "mc_cache" / f"{scorer_id}.jsonl")
-                reqs = score_requests(chosen, branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
-                engine = self._engine(scorer, seed * 1000 + k + 500)
-                ests, counts = score(engine, cache, scorer_id, self.env_id, [r for r, _ in reqs], self.cfg.mc, self.progress)
-                engine.close()
-                self.counters.setdefault(tag, {})["mc"] = counts
-                write_json(d / "mc_counts.json", counts)
-                rows = [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
+            with self._timed(f"{tag}/score"):
+                rows = self._score(seed, k, tag, d, chosen, branches, sft_model, prev) if pcfg.step_pairs else []
             write_jsonl(rew_path, rows)
         self._checkpoint(f"{tag}/score")
         mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for _, r in read_jsonl(rew_path)}
@@ -299,11 +309,26 @@ class Runner:
                 write_json(d / "train_metrics.json", {"pairs": 0, "skipped": True})
             else:
                 ref = sft_model if dcfg.reference == "sft" else prev
-                m = train_dpo(pairs, prev, ref, dcfg, tmp, progress=self.progress)
+                with self._timed(f"{tag}/train"):
+                    m = train_dpo(pairs, prev, ref, dcfg, tmp, progress=self.progress)
                 write_json(d / "train_metrics.json", m)
             tmp.rename(model)
         self._checkpoint(f"{tag}/train")
         return model
+
+    def _score(self, seed: int, k: int, tag: str, d: Path, chosen: list[Trajectory], branches: dict,
+               sft_model: Path, prev: Path) -> list[dict]:
+        """Monte Carlo step rewards of the expert's and the agent's actions, one row per (task, step, side)."""
+        scorer = {"sft": sft_model, "current": prev}.get(self.cfg.mc.scorer, self.cfg.mc.scorer)
+        scorer_id = fingerprint_model(scorer)
+        cache = MCCache(self.out / "mc_cache" / f"{scorer_id}.jsonl")
+        reqs = score_requests(chosen, branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
+        engine = self._engine(scorer, seed * 1000 + k + 500)
+        ests, counts = score(engine, cache, scorer_id, self.env_id, [r for r, _ in reqs], self.cfg.mc, self.progress)
+        engine.close()
+        self.counters.setdefault(tag, {})["mc"] = counts
+        write_json(d / "mc_counts.json", counts)
+        return [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
 
     # -- the whole job ---------------------------------------------------------------------
     def run(self) -> dict:
@@ -331,8 +356,10 @@ class Runner:
         write_json(self.out / "results.json", {"table": table, "curves": results})
         atomic_write_text(self.out / "results.md", format_table(table))
         mc_counts = {str(p.parent.relative_to(self.out)): read_json(p) for p in sorted(self.out.glob("seed*/*/iter*/mc_counts.json"))}
+        timings = read_json(self.out / "timings.json") if (self.out / "timings.json").exists() else {}
         write_json(self.out / "metrics.json", {"results": table, "curves": results, "mc_counts": mc_counts,
-                                               "experts": len(sft_set), "explored_tasks": len(explore_set)})
+                                               "experts": len(sft_set), "explored_tasks": len(explore_set),
+                                               "timings_s": timings})
         return {"table": table, "curves": results, "counters": self.counters}
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ turns only, as the paper does (right for pretrained models); a tiny model traine
 scratch learns better on all tokens, so its preset turns it off.
 """
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from iprkit.config import save_run_config
 from iprkit.io import write_json
 from iprkit.models import ModelConfig, corpus, count_parameters, create_tiny, is_preset, load_model
 from iprkit.trajectory import Trajectory, to_dataset
-
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -46,8 +43,9 @@ class SFTSettings:
     bf16: bool = False
     """bfloat16 mixed precision (GPU only; keep False on CPU)."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory for 7B models on GPU, but each step is slower
-    (TRL's default is True; passed explicitly, since it made the tiny model's steps 1.5x slower)."""
+    """Recompute activations in the backward pass: less memory for 7B models on GPU, but each step is slower.
+    TRL's default is True, which made the tiny model's steps 1.5x slower; passed explicitly (as transformers 5's
+    ``activation_checkpointing``)."""
     threads: int = 2
     """torch CPU threads."""
     seed: int = 0
@@ -107,7 +105,7 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, pr
         warmup_steps=int(cfg.warmup_ratio * n_steps), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length,
         assistant_only_loss=cfg.assistant_only_loss, bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(), seed=cfg.seed, logging_steps=cfg.logging_steps,
         save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
@@ -147,7 +145,7 @@ def _copy_warmup(model, tok, trajs, cfg: SFTSettings, out_dir: Path, progress: b
         output_dir=str(out_dir / "warmup"), max_steps=cfg.copy_warmup_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant_with_warmup", warmup_steps=max(1, cfg.copy_warmup_steps // 10),
         per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing, use_cpu=not torch.cuda.is_available(), seed=cfg.seed,
+        activation_checkpointing=cfg.gradient_checkpointing, use_cpu=not torch.cuda.is_available(), seed=cfg.seed,
         logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
     SFTTrainer(model=model, args=args, processing_class=tok,
                train_dataset=copy_dataset(trajs, cfg.copy_warmup_steps * cfg.batch_size, cfg.seed)).train()

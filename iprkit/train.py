@@ -17,7 +17,6 @@ frozen base is the SFT model and the reference is the adapter-disabled model.
 """
 
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from iprkit.errors import IprkitError
-
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -181,7 +178,7 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, precompute_ref_log_probs=True, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
         seed=cfg.seed, save_strategy="no", report_to="none", disable_tqdm=not progress, logging_steps=5,
-        dataset_num_proc=None, gradient_checkpointing=cfg.gradient_checkpointing)
+        dataset_num_proc=None, activation_checkpointing=cfg.gradient_checkpointing)
     collator = MaskedPreferenceCollator(pad_token_id=tok.pad_token_id, max_length=cfg.max_length)
     trainer = IPRTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,
                          data_collator=collator, nll=cfg.nll, mask_observations=cfg.mask_observations)

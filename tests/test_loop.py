@@ -50,6 +50,12 @@ def test_every_stage_writes_its_artifacts(full_run):
     sampled = [r for r in rewards if not r["terminal"]]
     assert sampled and all(len(r["rollouts"]) == 2 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in sampled)
     assert all(r["n"] == 0 and r["mean"] in (0.0, 1.0) for r in rewards if r["terminal"])
+    # every stage that ran is timed, and the times reach metrics.json
+    timings = json.loads((out / "timings.json").read_text())
+    stages = ["experts", "seed0/sft", "seed0/sft/eval/test"] + [f"seed0/ipr/iter{k}/{s}" for k in (1, 2)
+                                                                for s in ("explore", "score", "train", "eval/test")]
+    assert sorted(timings) == sorted(stages) and all(v > 0 for v in timings.values())
+    assert json.loads((out / "metrics.json").read_text())["timings_s"] == timings
 
 
 def test_later_iterations_reuse_cached_expert_estimates(full_run):

@@ -31,7 +31,7 @@ def _trainer(smoke_model, pair, tmp_path, **cfg):
     loss_type, weights = (["sigmoid", "sft"], [1.0, c.nll_weight]) if c.nll_weight else (["sigmoid"], [1.0])
     args = DPOConfig(output_dir=str(tmp_path / "t"), beta=c.beta, loss_type=loss_type, loss_weights=weights,
                      precompute_ref_log_probs=True, use_cpu=True, report_to="none", per_device_train_batch_size=1,
-                     disable_tqdm=True, max_length=c.max_length)
+                     disable_tqdm=True, max_length=c.max_length, activation_checkpointing=False)
     trainer = IPRTrainer(model=model, ref_model=ref, args=args, train_dataset=pairs_dataset([pair]), processing_class=tok,
                          data_collator=MaskedPreferenceCollator(pad_token_id=tok.pad_token_id, max_length=c.max_length),
                          nll=c.nll, mask_observations=c.mask_observations)
@@ -95,7 +95,7 @@ def test_gradient_checkpointing_follows_the_config(smoke_model, tw_experts, tmp_
     seen = []
 
     def record(self, *a, **k):
-        seen.append(self.args.gradient_checkpointing)
+        seen.append(self.args.activation_checkpointing)
         raise KeyboardInterrupt  # stop before training
 
     monkeypatch.setattr(trl.SFTTrainer, "train", record)
