@@ -10,13 +10,16 @@ Step pair at t: the expert side is chosen iff it beats the agent on the final re
 on the MC step reward, each by its margin; the agent side is chosen on the reverse;
 otherwise no pair. ``entire`` mode (the paper's) makes chosen/rejected the step plus its
 continuation (multi-turn; observation turns are masked out of the loss by the trainer);
-``single`` mode the one action. Outcome pairs: the t = 0 full agent rollout against the
+``single-step`` mode the one action. Outcome pairs: the t = 0 full agent rollout against the
 expert, margin on final reward, ties dropped.
 """
 
 from dataclasses import dataclass
 
+from iprkit.errors import IprkitError
 from iprkit.trajectory import Trajectory
+
+MODES = ("entire", "single-step")
 
 
 @dataclass
@@ -32,7 +35,11 @@ class PairSettings:
     step_margin: float = 0.01
     """The winner's MC step reward must exceed the loser's by more than this (the paper: 0.01)."""
     mode: str = "entire"
-    """``entire``: the step plus its continuation (the paper); ``single``: the one action."""
+    """``entire``: the step plus its continuation (the paper); ``single-step``: the one action."""
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise IprkitError(f"pairs.mode={self.mode!r}: choose one of {MODES} (e.g. pairs.mode=single-step).")
 
 
 def step_winner(expert_final: float, agent_final: float, expert_mc: float, agent_mc: float,
@@ -61,7 +68,7 @@ def _prompt(traj: Trajectory, t: int) -> list[dict]:
 def _completion(traj: Trajectory, t: int, mode: str) -> list[dict]:
     """Step t (and, in ``entire`` mode, every later turn) as messages."""
     msgs = traj.messages()[1 + 2 * t:]
-    return msgs[:1] if mode == "single" else msgs
+    return msgs[:1] if mode == "single-step" else msgs
 
 
 def build_pairs(expert: Trajectory, branches: dict[int, Trajectory], expert_mc: dict[int, float],

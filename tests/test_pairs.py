@@ -2,6 +2,9 @@
 
 import pytest
 
+from iprkit.config import from_dict
+from iprkit.errors import IprkitError
+from iprkit.loop import RunConfig
 from iprkit.pairs import PairSettings, build_pairs, outcome_winner, pair_stats, step_winner
 from iprkit.trajectory import Step, Trajectory
 
@@ -45,7 +48,7 @@ def test_build_pairs_entire_and_single():
     assert step["prompt"] == expert.messages()[:1]
     assert [m["content"] for m in step["chosen"] if m["role"] == "assistant"] == [s.turn() for s in expert.steps]
     assert step["rejected"][0]["content"] == branches[0].steps[0].turn() and len(step["rejected"]) == 3
-    single, _ = build_pairs(expert, branches, emc, amc, PairSettings(mode="single", outcome_pairs=False))
+    single, _ = build_pairs(expert, branches, emc, amc, PairSettings(mode="single-step", outcome_pairs=False))
     assert len(single) == 1 and single[0]["chosen"] == [{"role": "assistant", "content": expert.steps[0].turn()}]
     stats = pair_stats(pairs, rows)
     assert stats == {"steps_compared": 3, "same_action_steps": 1, "step_pairs": 1, "outcome_pairs": 1,
@@ -78,3 +81,11 @@ def test_score_requests_can_skip_steps_where_the_agent_took_the_experts_action()
     assert every == [("t1", t, side) for t in (0, 1, 2) for side in ("expert", "agent")]
     differing = [(tag, [s.action for s in r.steps]) for r, tag in score_requests([expert], branches, same_action=False)]
     assert differing == [(("t1", 1, "expert"), ["a", "b"]), (("t1", 1, "agent"), ["a", "q"])]
+
+
+def test_unknown_mode_is_refused():
+    """A typo must not silently fall back to the paper's ``entire`` mode."""
+    with pytest.raises(IprkitError, match="pairs.mode='single'.*single-step"):
+        PairSettings(mode="single")
+    with pytest.raises(IprkitError, match="pairs.mode"):
+        from_dict(RunConfig, {"pairs": {"mode": "whole"}})
