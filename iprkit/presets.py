@@ -2,11 +2,11 @@
 
 - ``smoke``: TextWorld, a handful of games, a barely trained tiny model; about a minute.
   For tests: it exercises every stage, not the method's quality.
-- ``demo``: the README's main job: TextWorld easy, the tiny model from scratch (the ``tiny``
-  SFT recipe, 10 minutes), then one ETO and one IPR iteration along 64 train games SFT did not
-  see (``explore_held_out``), evaluated on 100 test games. About 12 minutes after SFT on
-  2 CPU cores (Monte Carlo rollouts 4, DPO 1-2 per method, evaluation 1 per model); `make demo`
-  took 23 minutes from a clean clone with the games cached; generating the 964 games first adds about 9 minutes.
+- ``demo``: the README's main job: TextWorld easy (10-step episodes), the tiny model from scratch
+  (the ``tiny`` SFT recipe, about 10 minutes), then one ETO and one IPR iteration along 64 train games
+  SFT did not see (``explore_held_out``), evaluated on 100 test games. About 7 minutes after SFT on
+  2 CPU cores (measured per stage in ``timings.json``: Monte Carlo 2-3 min, IPR exploration 1 min,
+  DPO 0.5 + 1 min, evaluation 20-30 s per model); generating the 964 games first adds about 9 minutes.
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
   DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for a GPU user; set
   ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper).
@@ -24,7 +24,7 @@ RUN_PRESETS = {
         "generation": {"max_new_tokens": 24, "batch_size": 32},
     },
     "demo": {
-        # SFT (the tiny recipe, 10 minutes) is the largest part
+        # SFT (the tiny recipe, about 10 minutes) is the largest part
         # the tiny model memorises its 800 SFT games, so IPR explores along 64 more that SFT never saw
         # 10 steps: the SFT agent wins in 5 or fewer (2 of 56 wins took 9 and 11); failures ran all 15 of the env's default
         "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 864, "n_test": 100, "max_steps": 10},

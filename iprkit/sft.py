@@ -65,7 +65,7 @@ class SFTSettings:
 SFT_PRESETS = {
     # what a ~2M-parameter model trained from scratch on 2 CPU cores needs (measured here, 100 held-out easy games):
     # all-token loss, a high learning rate, and many optimizer steps. Copying names from the context appears
-    # between 1,000 and 2,000 steps; batch 4 x 2,500 steps trains in 10 minutes (batch 8 x 1,000 steps: 14%, no
+    # between 1,000 and 2,000 steps; batch 4 x 2,500 steps trains in about 10 minutes (batch 8 x 1,000 steps: 14%, no
     # better than random; batch 8 x 2,000 steps: 67% in 15 minutes). README's Benchmarks has the 3-seed figures.
     "tiny": {"model": {"name_or_path": "tiny"}, "learning_rate": 3e-3, "assistant_only_loss": False,
              "max_steps": 2500, "batch_size": 4, "lr_scheduler": "cosine", "warmup_ratio": 0.03},
