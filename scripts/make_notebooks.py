@@ -12,7 +12,7 @@ preset = "smoke"          # smoke | demo | paper
 run_dir = "runs/notebooks" # the pipeline's run directory, shared by the whole sequence
 out_dir = "runs/notebooks/nb"  # this notebook's outputs (metrics.json)
 seed = 0
-overrides = []            # RunConfig overrides as KEY=VALUE strings (mc.n=3, dpo.beta=0.5)
+overrides = []            # RunConfig overrides, written as on the iprkit run command line
 '''
 
 SETUP = '''import json

@@ -5,6 +5,7 @@ HTML report, and a failing notebook is reported with its cell."""
 import json
 
 import nbformat
+import papermill
 import pytest
 
 from conftest import REPO
@@ -21,6 +22,9 @@ def test_notebooks_are_committed_clean_and_parameterised():
         assert not any(c.get("outputs") for c in code), f"{path.name} has outputs"
         assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged parameters"
         assert "write_metrics(" in code[-1].source
+        # papermill must read every parameter (a "=" in a comment made it skip `overrides` with a warning)
+        names = [p["name"] for p in papermill.inspect_notebook(str(path)).values()]
+        assert names == ["preset", "run_dir", "out_dir", "seed", "overrides"], f"{path.name}: {names}"
 
 
 @pytest.fixture(scope="module")
