@@ -155,7 +155,7 @@ class Runner:
         yield
         path = self.out / "timings.json"
         timings = read_json(path) if path.exists() else {}
-        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 1)
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 2)
         write_json(path, timings)
 
     def _backend(self, model_path: Path) -> HFBackend:

@@ -54,7 +54,8 @@ def test_every_stage_writes_its_artifacts(full_run):
     timings = json.loads((out / "timings.json").read_text())
     stages = ["experts", "seed0/sft", "seed0/sft/eval/test"] + [f"seed0/ipr/iter{k}/{s}" for k in (1, 2)
                                                                 for s in ("explore", "score", "train", "eval/test")]
-    assert sorted(timings) == sorted(stages) and all(v > 0 for v in timings.values())
+    assert sorted(timings) == sorted(stages) and all(v >= 0 for v in timings.values())
+    assert timings["seed0/sft"] > 0 and timings["seed0/ipr/iter1/explore"] > 0  # (a fully cached stage may take ~0 s)
     assert json.loads((out / "metrics.json").read_text())["timings_s"] == timings
 
 
