@@ -37,6 +37,9 @@ class GenerationConfig:
     """Prompt budget in tokens; None = the model's window minus max_new_tokens."""
     share_prefix: bool = True
     """Prefill identical sampled prompts once and repeat the KV cache (False: encode each copy)."""
+    compact: bool = True
+    """Drop finished sequences from the decode batch (whenever at most half of it is still writing), so a
+    turn's later tokens cost what its few long outputs need, not the whole batch (False: decode all rows to the end)."""
     keep_cache: bool = True
     """Keep each episode's KV cache between its turns and prefill only new tokens (False:
     re-encode the whole history every turn). Memory: one cache per live episode (for a 7B
@@ -66,7 +69,7 @@ class HFBackend:
         self.eos = sorted(e for e in eos if e is not None)
         self._kv: dict = {}  # episode key -> (token ids, [(keys, values) per layer], each [heads, len, dim])
         self.stats = {"calls": 0, "sequences": 0, "prefilled": 0, "prefill_tokens": 0, "reused_tokens": 0,
-                      "new_tokens": 0, "context_drops": 0}
+                      "new_tokens": 0, "context_drops": 0, "compactions": 0}
 
     def _ids(self, conv: list[dict]) -> list[int]:
         return list(self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True,
@@ -149,30 +152,45 @@ class HFBackend:
         fed: list[list[int]] = [[] for _ in range(B)]
         live = torch.ones(B, dtype=torch.bool)
         eos = torch.tensor(self.eos)
+        rows = torch.arange(B)  # the batch's rows, as sequence numbers: finished sequences leave the batch
+        keep: list = [None] * B
+
+        def release(drop: torch.Tensor) -> None:
+            """Keep the KV of the batch rows ``drop`` (a bool mask) for their episodes' next turns."""
+            if self.cfg.keep_cache:
+                n = int(cache.get_seq_length())
+                for j in drop.nonzero().flatten().tolist():
+                    r, cols = int(rows[j]), mask[j, :n].bool().nonzero().flatten().to(dev)
+                    keep[r] = (tuple(prompts[index[r]]) + tuple(fed[r]),
+                               [(layer.keys[j][:, cols], layer.values[j][:, cols]) for layer in cache.layers])
+
         for t in range(self.cfg.max_new_tokens):
             nxt = self._pick(logits, temperature).cpu()
-            for r in live.nonzero().flatten().tolist():
-                gen[r].append(int(nxt[r]))
+            for j, r in enumerate(rows.tolist()):
+                if live[r]:
+                    gen[r].append(int(nxt[j]))
             if t == self.cfg.max_new_tokens - 1:
                 break
-            feed = live.clone()  # a row that just wrote its end token feeds it once more (its KV is kept)
-            live &= ~torch.isin(nxt, eos)
+            feed = live[rows].clone()  # a row that just wrote its end token feeds it once more (its KV is kept)
+            live[rows] &= ~torch.isin(nxt, eos)
             if not live.any():
                 break
-            for r in feed.nonzero().flatten().tolist():
-                fed[r].append(int(nxt[r]))
+            if self.cfg.compact and 2 * int(feed.sum()) <= len(rows):  # at most half the rows still decode: drop the rest
+                release(~feed)
+                sel = feed.nonzero().flatten()
+                cache.reorder_cache(sel.to(dev))
+                self.stats["compactions"] += 1
+                rows, mask, last, nxt, feed = rows[sel], mask[sel], last[sel], nxt[sel], feed[sel]
+            for j, r in enumerate(rows.tolist()):
+                if feed[j]:
+                    fed[r].append(int(nxt[j]))
             last = last + feed.long()
             mask[:, C + N + t] = feed.long()
             out = self.model(input_ids=torch.where(feed, nxt, pad)[:, None].to(dev), attention_mask=mask.to(dev),
                              position_ids=last[:, None].to(dev), past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1].float()
-        keep = []
-        if self.cfg.keep_cache:
-            layers = [(layer.keys, layer.values) for layer in cache.layers]
-            for r in range(B):
-                cols = mask[r, :int(cache.get_seq_length())].bool().nonzero().flatten().to(dev)
-                keep.append((tuple(prompts[index[r]]) + tuple(fed[r]),
-                             [(k[r][:, cols], v[r][:, cols]) for k, v in layers]))
+        release(torch.ones(len(rows), dtype=torch.bool))
+        keep = keep if self.cfg.keep_cache else []
         self.stats["calls"] += 1
         self.stats["sequences"] += B
         result = []

@@ -164,9 +164,9 @@ class Runner:
         model, tok = load_model(model_path)
         return HFBackend(model, tok, self.cfg.generation)
 
-    def _engine(self, model_path: Path, seed: int) -> RolloutEngine:
+    def _engine(self, model_path: Path, seed: int, snapshots: bool = False) -> RolloutEngine:
         return RolloutEngine(self._backend(model_path), self.env_factory, seed=seed,
-                             max_live=self.cfg.generation.batch_size)
+                             max_live=self.cfg.generation.batch_size, snapshots=snapshots)
 
     # -- stages --------------------------------------------------------------------------
     def experts(self) -> list[Trajectory]:
@@ -323,7 +323,7 @@ class Runner:
         scorer_id = fingerprint_model(scorer)
         cache = MCCache(self.out / "mc_cache" / f"{scorer_id}.jsonl")
         reqs = score_requests(chosen, branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
-        engine = self._engine(scorer, seed * 1000 + k + 500)
+        engine = self._engine(scorer, seed * 1000 + k + 500, snapshots=self.cfg.mc.env_snapshots)
         ests, counts = score(engine, cache, scorer_id, self.env_id, [r for r, _ in reqs], self.cfg.mc, self.progress)
         engine.close()
         self.counters.setdefault(tag, {})["mc"] = counts

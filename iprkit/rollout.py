@@ -37,12 +37,13 @@ class RolloutEngine:
     """Runs episodes in lockstep through a :class:`~iprkit.backends.Backend`."""
 
     def __init__(self, backend, env_factory: Callable[[], Env], temperature: float = 0.0, seed: int = 0,
-                 max_live: int = 64, one_shot: list[dict] | None = None, snapshots: bool = True):
+                 max_live: int = 64, one_shot: list[dict] | None = None, snapshots: bool = False):
         self.backend, self.env_factory = backend, env_factory
         self.temperature, self.seed, self.max_live, self.one_shot = temperature, seed, max_live, one_shot
         self.snapshots = snapshots
         """Where the env can copy its state, replay a prefix once and restore it for every later
-        episode that starts from the same prefix (the N Monte Carlo rollouts of one action)."""
+        episode that starts from the same prefix (the N Monte Carlo rollouts of one action). Off by
+        default: a replay is cheaper where env steps are fast (TextWorld: 4 ms a step, 50-300 ms a copy)."""
         self._envs: list[Env] = []
         self._snaps: dict[tuple, tuple] = {}
         self.stats = {"prefix_replays": 0, "snapshot_restores": 0}

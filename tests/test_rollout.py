@@ -107,3 +107,45 @@ def test_context_budget_keeps_instruction_and_recent_turns():
     assert out[0]["content"].startswith("INSTRUCTION") and f"{dropped} earlier turns omitted" in out[0]["content"]
     assert out[-1]["content"] == "o9" * 10 and [m["role"] for m in out[:2]] == ["user", "assistant"]
     assert fit_context(msgs, count, budget=10_000) == (msgs, 0)
+
+
+def test_env_snapshots_give_the_same_rollouts_as_replaying_the_prefix(model_tok, tw_experts):
+    traj = tw_experts[0]
+    specs = [EpisodeSpec(traj.task_id, prefix=traj.steps[:1], temperature=0.7, max_model_steps=3) for _ in range(3)]
+    runs = {}
+    for snapshots in (False, True):
+        engine, _ = _engine(model_tok, max_live=2)  # 2 live: later copies start while the first are running
+        engine.snapshots = snapshots
+        runs[snapshots] = (_key(engine.run(specs, progress=False)), dict(engine.stats))
+    assert runs[True][0] == runs[False][0]
+    assert runs[False][1] == {"prefix_replays": 3, "snapshot_restores": 0}
+    assert runs[True][1] == {"prefix_replays": 1, "snapshot_restores": 2}
+
+
+def test_dropping_finished_rows_from_the_decode_batch_changes_no_turn(model_tok):
+    from collections import Counter
+
+    from iprkit.models import build_tiny_model
+
+    _, tok = model_tok
+    model = build_tiny_model(tok, "tiny", seed=1).eval()  # untrained: each row repeats one token
+    convs = [[{"role": "user", "content": f"hello {i} " * (i + 1)}] for i in range(8)]
+    encode = HFBackend(model, tok).encode
+    with torch.no_grad():
+        firsts = [int(model(torch.tensor([encode(c)])).logits[0, -1].argmax()) for c in convs]
+    # every first token but the rarest ends a turn: most rows finish at once, the others write on
+    stop = set(firsts) - {Counter(firsts).most_common()[-1][0]}
+    out = {}
+    for compact in (True, False):
+        backend = HFBackend(model, tok, GenerationConfig(max_new_tokens=24, compact=compact))
+        backend.eos = sorted({*backend.eos, *stop})
+        keys = list(range(len(convs)))
+        first = backend.generate(convs, keys=keys)
+        nxt = [c + [{"role": "assistant", "content": f}, {"role": "user", "content": "Nothing happens."}]
+               for c, f in zip(convs, first)]
+        out[compact] = (first, backend.generate(nxt, keys=keys), backend.stats)
+    assert out[True][:2] == out[False][:2]
+    assert 0 < sum(t == "" for t in out[True][0]) < len(convs)  # some turns ended at once, some did not
+    assert out[True][2]["compactions"] > 0 and out[False][2]["compactions"] == 0
+    # the kept caches of rows that left the batch early served their second turns
+    assert out[True][2]["reused_tokens"] == out[False][2]["reused_tokens"] > 0

@@ -15,7 +15,8 @@ Contract:
 - ``expert(task_id)`` gives the gold action sequence.
 - Replaying the same action prefix always gives the same observations.
 - Envs with ``can_snapshot`` offer ``snapshot()``/``restore()``; Monte Carlo rollouts
-  use them instead of replaying a prefix.
+  can use them instead of replaying a prefix (``mc.env_snapshots``; worth it only where a
+  copy costs less than the replayed steps).
 """
 
 from abc import ABC, abstractmethod
