@@ -276,8 +276,10 @@ class Runner:
         # 2. Monte Carlo step rewards for expert and agent actions (cached across iterations)
         rew_path = d / "step_rewards.jsonl"
         if not rew_path.exists():
-            with self._timed(f"{tag}/score"):
-                rows = self._score(seed, k, tag, d, chosen, branches, sft_model, prev) if pcfg.step_pairs else []
+            rows = []
+            if pcfg.step_pairs:  # only step pairs need step rewards (ETO scores nothing)
+                with self._timed(f"{tag}/score"):
+                    rows = self._score(seed, k, tag, d, chosen, branches, sft_model, prev)
             write_jsonl(rew_path, rows)
         self._checkpoint(f"{tag}/score")
         mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for _, r in read_jsonl(rew_path)}

@@ -48,6 +48,9 @@ def test_every_notebook_runs_and_writes_metrics(smoke_batch):
     assert by["01_environments"]["replay_success_rate"] == 1.0
     assert {"step_pairs", "outcome_pairs"} <= set(by["04_pairs"])
     assert [t["method"] for t in by["05_iterations"]["table"]][:1] == ["sft"]
+    timings = json.loads((out / "default" / "timings.json").read_text())
+    assert "seed0/eto/iter1/train" in timings and "seed0/ipr/iter1/score" in timings
+    assert "seed0/eto/iter1/score" not in timings  # ETO needs no step rewards and times no scoring
     assert (out / "report.html").stat().st_size > 100_000  # plotly.js embedded: opens offline
     assert "01_environments" in (out / "summary.md").read_text()
 
