@@ -4,9 +4,9 @@
   For tests: it exercises every stage, not the method's quality.
 - ``demo``: the README's main job: TextWorld easy (10-step episodes), the tiny model from scratch
   (the ``tiny`` SFT recipe, about 10 minutes), then one ETO and one IPR iteration along 64 train games
-  SFT did not see (``explore_held_out``), evaluated on 100 test games. About 7 minutes after SFT on
-  2 CPU cores (measured per stage in ``timings.json``: Monte Carlo 2-3 min, IPR exploration 1 min,
-  DPO 0.5 + 1 min, evaluation 20-30 s per model); generating the 964 games first adds about 9 minutes.
+  SFT did not see (``explore_held_out``), evaluated on 100 test games. 3.5-4.5 minutes after SFT on
+  2 CPU cores (measured per stage in ``timings.json``: Monte Carlo 45-75 s, IPR exploration 30 s,
+  DPO 0.5 + 1 min, evaluation 15-25 s per model); generating the 964 games first adds about 9 minutes.
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
   DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for a GPU user; set
   ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper).
