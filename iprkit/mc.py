@@ -40,8 +40,8 @@ class MCSettings:
     share of matching steps (most steps, for an agent that is good on the explored tasks)."""
     env_snapshots: bool = False
     """Start each rollout from a copy of the env's state after the prefix (envs with ``can_snapshot``) instead of
-    replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step, and
-    made 76 of 166 s of the demo's Monte Carlo stage (``benchmarks/mc_stage.py``)."""
+    replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step; it took
+    73 of 166 s of the demo's Monte Carlo stage, which runs in 88 s without it (``benchmarks/mc_stage.py``)."""
 
 
 @dataclass
