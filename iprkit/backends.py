@@ -153,7 +153,7 @@ class HFBackend:
         live = torch.ones(B, dtype=torch.bool)
         eos = torch.tensor(self.eos)
         rows = torch.arange(B)  # the batch's rows, as sequence numbers: finished sequences leave the batch
-        keep: list = [None] * B
+        keep: list = [None] * B if self.cfg.keep_cache else []
 
         def release(drop: torch.Tensor) -> None:
             """Keep the KV of the batch rows ``drop`` (a bool mask) for their episodes' next turns."""
@@ -166,12 +166,12 @@ class HFBackend:
 
         for t in range(self.cfg.max_new_tokens):
             nxt = self._pick(logits, temperature).cpu()
-            for j, r in enumerate(rows.tolist()):
-                if live[r]:
-                    gen[r].append(int(nxt[j]))
+            feed = live[rows]  # the rows still writing; one that writes its end token now feeds it once more (KV kept)
+            ids_now, seqs = nxt.tolist(), rows.tolist()
+            for j in feed.nonzero().flatten().tolist():
+                gen[seqs[j]].append(ids_now[j])
             if t == self.cfg.max_new_tokens - 1:
                 break
-            feed = live[rows].clone()  # a row that just wrote its end token feeds it once more (its KV is kept)
             live[rows] &= ~torch.isin(nxt, eos)
             if not live.any():
                 break
@@ -181,16 +181,15 @@ class HFBackend:
                 cache.reorder_cache(sel.to(dev))
                 self.stats["compactions"] += 1
                 rows, mask, last, nxt, feed = rows[sel], mask[sel], last[sel], nxt[sel], feed[sel]
-            for j, r in enumerate(rows.tolist()):
-                if feed[j]:
-                    fed[r].append(int(nxt[j]))
+                ids_now, seqs = nxt.tolist(), rows.tolist()
+            for j in feed.nonzero().flatten().tolist():
+                fed[seqs[j]].append(ids_now[j])
             last = last + feed.long()
             mask[:, C + N + t] = feed.long()
             out = self.model(input_ids=torch.where(feed, nxt, pad)[:, None].to(dev), attention_mask=mask.to(dev),
                              position_ids=last[:, None].to(dev), past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1].float()
         release(torch.ones(len(rows), dtype=torch.bool))
-        keep = keep if self.cfg.keep_cache else []
         self.stats["calls"] += 1
         self.stats["sequences"] += B
         result = []
