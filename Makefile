@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup system test demo lab clean
+.PHONY: setup system test test-fast demo lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ system:  ## Debian packages the tests need (MariaDB for InterCode-SQL)
 
 test: setup system
 	$(PY) -m pytest -q tests
+
+test-fast: setup system  ## the fast tier: every module, under 3 minutes
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: setup
 	$(VENV)/bin/iprkit batch --preset demo --out runs/demo

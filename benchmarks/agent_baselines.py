@@ -19,13 +19,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iprkit.backends import GenerationConfig, HFBackend  # noqa: E402
+from iprkit.backends import HFBackend  # noqa: E402
+from iprkit.settings import GenerationSettings  # noqa: E402
 from iprkit.augment import attach_entities  # noqa: E402
 from iprkit.config import load_config  # noqa: E402
 from iprkit.envs.textworld_env import TextWorldEnv  # noqa: E402
 from iprkit.evaluate import evaluate_model, random_agent, save_eval  # noqa: E402
 from iprkit.models import corpus, create_tiny, load_model  # noqa: E402
-from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft  # noqa: E402
+from iprkit.layout import EvalPaths, RunLayout  # noqa: E402
+from iprkit.presets import SFT_PRESETS  # noqa: E402
+from iprkit.settings import SFTSettings  # noqa: E402
+from iprkit.sft import train_sft  # noqa: E402
 from iprkit.trajectory import load_trajectories  # noqa: E402
 
 
@@ -38,12 +42,11 @@ def failure_kinds(rows):
     return dict(kinds)
 
 
-def evaluated(out, name, run):
+def evaluated(out: EvalPaths, name, run):
     """Metrics of one agent on one seed: read back when a rerun finds them, else ``run()`` and saved."""
-    path = out / f"{name}_metrics.json"
-    if not path.exists():
+    if not out.metrics(name).exists():
         save_eval(out, name, *run())
-    return json.loads(path.read_text()), [json.loads(x) for x in (out / f"{name}_tasks.jsonl").read_text().splitlines()]
+    return json.loads(out.metrics(name).read_text()), [json.loads(x) for x in out.tasks(name).read_text().splitlines()]
 
 
 def main():
@@ -64,19 +67,19 @@ def main():
     ids = env.task_ids("test")
     rows = {"sft": [], "untrained": [], "random": []}
     detail = {}
+    layout = RunLayout(args.out)
     for seed in args.seeds:
-        out = Path(args.out) / f"seed{seed}"
-        cfg = load_config(SFTSettings, None, args.overrides + [f"seed={seed}", f"model.seed={seed}"],
-                          base=SFT_PRESETS[args.sft_preset])
-        model_dir = out / "sft" / "model"
+        out, sft = EvalPaths(layout.seed_dir(seed)), layout.sft(seed)
+        cfg = load_config(SFTSettings, None, args.overrides, base=SFT_PRESETS[args.sft_preset])
+        model_dir = sft.model
         if not model_dir.exists():  # resume: a finished seed is not retrained
-            model_dir = train_sft(trajs, cfg, out / "sft")
-        sft_s = json.loads((out / "sft" / "sft_metrics.json").read_text())["runtime_s"]
+            model_dir = train_sft(trajs, cfg, sft.dir, seed=seed)
+        sft_s = json.loads(sft.metrics.read_text())["runtime_s"]
         for name, path in (("sft", model_dir), ("untrained", None)):
             def run(name=name, path=path):
-                path = path or create_tiny(corpus(trajs), out / "untrained", seed=seed)
+                path = path or create_tiny(corpus(trajs), layout.seed_dir(seed) / "untrained", seed=seed)
                 model, tok = load_model(path)
-                backend = HFBackend(model, tok, GenerationConfig(max_new_tokens=args.max_new_tokens))
+                backend = HFBackend(model, tok, GenerationSettings(max_new_tokens=args.max_new_tokens))
                 return evaluate_model(backend, lambda: TextWorldEnv(n_test=args.n_test), ids, seed=seed,
                                       desc=f"{name} seed {seed}")
             m, tasks = evaluated(out, name, run)
@@ -100,7 +103,7 @@ def main():
         print(f"{name:12}{t['success_mean']:>11.3f} ± {t['success_std']:.3f}{t['reward_mean']:>11.3f} ± "
               f"{t['reward_std']:.3f}{t['avg_steps']:>8.2f}{t['invalid_rate']:>9.3f}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    settings = json.loads((Path(args.out) / f"seed{args.seeds[0]}" / "sft" / "sft_config.json").read_text())
+    settings = json.loads(layout.sft(args.seeds[0]).config.read_text())
     (Path(args.out) / "baselines.json").write_text(json.dumps({"table": table, "detail": detail, "seeds": args.seeds,
                                                                "n_test": args.n_test, "sft_settings": settings}, indent=2))
 

@@ -32,8 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iprkit.config import from_dict  # noqa: E402
 from iprkit.explore import branches_by_task, explore, score_requests  # noqa: E402
-from iprkit.loop import RunConfig, Runner  # noqa: E402
+from iprkit.layout import RunLayout  # noqa: E402
+from iprkit.loop import Runner  # noqa: E402
 from iprkit.mc import MCCache, score  # noqa: E402
+from iprkit.settings import RunSettings  # noqa: E402
 from iprkit.trajectory import load_trajectories  # noqa: E402
 
 SETTINGS = {  # name: (env snapshots, compact decode batch)
@@ -51,19 +53,20 @@ def main():
     ap.add_argument("--skip-explore", action="store_true", help="time Monte Carlo only")
     ap.add_argument("--out", default="benchmarks/results/mc_stage.json")
     args = ap.parse_args()
-    run = Path(args.run)
-    cfg = from_dict(RunConfig, json.loads((run / "config.json").read_text()))
+    run = RunLayout(args.run)
+    cfg = from_dict(RunSettings, json.loads(run.config.read_text()))
     torch.set_num_threads(cfg.threads)
-    model = run / f"seed{args.seed}" / "sft" / "model"
-    it = run / f"seed{args.seed}" / args.method / "iter1"
+    model = run.model(args.seed, "sft", 0)
+    it = run.iteration(args.seed, args.method, 1)
     rows, ref_explore = {}, None
     for name, (snapshots, compact) in SETTINGS.items():
         c = replace(cfg, generation=replace(cfg.generation, compact=compact))
         runner = Runner(c, tempfile.mkdtemp(), progress=False)
-        _, chosen = runner.split_experts(load_trajectories(run / "experts" / f"{cfg.train_split}.jsonl"))
+        runner.layout = run  # read the finished run's experts (the runner itself writes nothing here)
+        _, chosen = runner.expert_sets
         row = {"env_snapshots": snapshots, "compact": compact}
         if not args.skip_explore:
-            engine = runner._engine(model, args.seed * 1000 + 1)
+            engine = runner.engine(model, runner.rollout_seed(args.seed, 1, "explore"))
             t0 = time.perf_counter()
             branches = explore(engine, chosen, every_step=True, progress=False)
             row["explore_s"] = time.perf_counter() - t0
@@ -72,9 +75,9 @@ def main():
             row["explore_same_as_first"] = ref_explore is None or actions == ref_explore
             ref_explore = ref_explore or actions
             engine.close()
-        reqs = score_requests(chosen, branches_by_task(load_trajectories(it / "explore.jsonl")),
+        reqs = score_requests(chosen, branches_by_task(load_trajectories(it.explore)),
                               cfg.mc.score_expert, cfg.mc.score_same_action)
-        engine = runner._engine(model, args.seed * 1000 + 501, snapshots=snapshots)
+        engine = runner.engine(model, runner.rollout_seed(args.seed, 1, "score"), snapshots=snapshots)
         cache = MCCache(Path(tempfile.mkdtemp()) / "mc.jsonl")
         t0 = time.perf_counter()
         ests, counts = score(engine, cache, "bench", runner.env_id, [r for r, _ in reqs], cfg.mc, progress=False)
@@ -98,7 +101,7 @@ def main():
     for r in rows.values():
         r.pop("mc_estimates")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"run": str(run), "seed": args.seed, "threads": cfg.threads,
+    Path(args.out).write_text(json.dumps({"run": str(run.root), "seed": args.seed, "threads": cfg.threads,
                                           "cpu_count": os.cpu_count(), "snapshot_replay_estimates_identical": same,
                                           "settings": rows}, indent=2))
 

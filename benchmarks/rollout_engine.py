@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iprkit.backends import GenerationConfig, HFBackend  # noqa: E402
+from iprkit.backends import HFBackend  # noqa: E402
+from iprkit.settings import GenerationSettings  # noqa: E402
 from iprkit.envs.textworld_env import TextWorldEnv  # noqa: E402
 from iprkit.models import load_model  # noqa: E402
 from iprkit.prompts import parse_agent_turn  # noqa: E402
@@ -29,7 +30,7 @@ from iprkit.trajectory import Step  # noqa: E402
 
 
 def measure(model, tok, ids, max_live, max_new_tokens, keep_cache=True):
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=max(1, max_live), keep_cache=keep_cache)
+    gen = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=max(1, max_live), keep_cache=keep_cache)
     backend = HFBackend(model, tok, gen)
     engine = RolloutEngine(backend, lambda: TextWorldEnv(n_test=len(ids)), max_live=max_live)
     t0 = time.perf_counter()

@@ -13,37 +13,12 @@ A vLLM backend would implement the same :meth:`generate` (``keys`` may be ignore
 vLLM's prefix caching does the same job).
 """
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from iprkit.prompts import fit_context
-
-
-@dataclass
-class GenerationConfig:
-    """How the model writes a turn."""
-
-    max_new_tokens: int = 96
-    """Tokens per assistant turn (the paper uses 512 with 7B models)."""
-    temperature: float = 0.0
-    """0 = greedy; > 0 samples at this temperature."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1 = off)."""
-    batch_size: int = 64
-    """Most sequences in one generate call."""
-    max_context: int | None = None
-    """Prompt budget in tokens; None = the model's window minus max_new_tokens."""
-    share_prefix: bool = True
-    """Prefill identical sampled prompts once and repeat the KV cache (False: encode each copy)."""
-    compact: bool = True
-    """Drop finished sequences from the decode batch (whenever at most half of it is still writing), so a
-    turn's later tokens cost what its few long outputs need, not the whole batch (False: decode all rows to the end)."""
-    keep_cache: bool = True
-    """Keep each episode's KV cache between its turns and prefill only new tokens (False:
-    re-encode the whole history every turn). Memory: one cache per live episode (for a 7B
-    model with 8 KV heads, about 0.13 MB per token per episode in bf16)."""
+from iprkit.settings import GenerationSettings
 
 
 class Backend(Protocol):
@@ -59,8 +34,8 @@ class Backend(Protocol):
 class HFBackend:
     """A transformers causal LM behind the :class:`Backend` seam."""
 
-    def __init__(self, model, tokenizer, cfg: GenerationConfig | None = None):
-        self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg or GenerationConfig()
+    def __init__(self, model, tokenizer, cfg: GenerationSettings | None = None):
+        self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg or GenerationSettings()
         window = getattr(model.config, "max_position_embeddings", 2048)
         self.budget = self.cfg.max_context or max(64, window - self.cfg.max_new_tokens)
         eos = {tokenizer.eos_token_id}

@@ -3,13 +3,13 @@
     iprkit batch --preset demo --out runs/demo
     iprkit batch --preset smoke --out runs/grid --grid mc.n=1,3,5 --grid dpo.beta=0.1,0.5
 
-Each grid point gets its own run directory (``OUT/<point>/``) holding the pipeline's
-artifacts and the executed notebooks (``notebooks/NN_name.ipynb``, outputs kept, widget
-state not stored). A failing notebook is reported with its cell and error, the rest of
+Each grid point gets its own run directory holding the pipeline's artifacts and the
+executed notebooks (outputs kept, widget state not stored); :class:`~iprkit.layout.BatchLayout`
+names every path. A failing notebook is reported with its cell and error, the rest of
 that point's sequence is skipped (it depends on it), and the other points still run.
-Every notebook's ``metrics.json`` and papermill metadata are collected into
-``OUT/summary.json`` / ``summary.md``, and ``OUT/report.html`` holds the plotly figures
-(plotly.js embedded once: it opens offline).
+Every notebook's ``metrics.json`` and papermill metadata are collected into a
+summary (JSON and Markdown), and an HTML report holds the plotly figures (plotly.js embedded
+once: it opens offline).
 """
 
 import itertools
@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from iprkit.errors import IprkitError
-from iprkit.io import atomic_write_text, write_json
+from iprkit.io import atomic_write_text, read_json, write_json
+from iprkit.layout import BatchLayout, notebook_metrics
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -61,7 +62,7 @@ def run_notebook(src: Path, dst: Path, params: dict, timeout: int | None = None)
 def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, grid: list[str] | None = None,
           notebooks: list[str] | None = None, timeout: int | None = None) -> dict:
     """Run the notebook sequence for every grid point; write summary and report."""
-    out = Path(out)
+    layout = BatchLayout(out)
     srcs = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
     if notebooks:
         srcs = [s for s in srcs if any(s.stem.startswith(n) for n in notebooks)]
@@ -69,31 +70,30 @@ def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, gr
         raise IprkitError(f"no notebooks found in {NOTEBOOK_DIR} (filter {notebooks}).")
     rows = []
     for point in grid_points(grid):
-        pdir = out / point_name(point)
+        run = layout.point(point_name(point))
         overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
         overrides += list((params or {}).get("overrides", []))
         failed = None
         for src in srcs:
-            nb_out = pdir / "notebooks" / src.stem
-            dst = pdir / "notebooks" / src.name
+            nb_out, dst = layout.notebook_out(run, src.stem), layout.notebook(run, src.stem)
             row = {"point": point_name(point), **point, "notebook": src.stem, "path": str(dst)}
             if failed:
                 rows.append({**row, "ok": False, "skipped": f"earlier notebook {failed} failed"})
                 continue
-            p = {"preset": preset, "run_dir": str(pdir), "out_dir": str(nb_out), "seed": 0,
+            p = {"preset": preset, "run_dir": str(run.root), "out_dir": str(nb_out), "seed": 0,
                  **{k: v for k, v in (params or {}).items() if k != "overrides"}, "overrides": overrides}
             print(f"[{point_name(point)}] {src.stem} ...", flush=True)
             res = run_notebook(src, dst, p, timeout)
             meta = _papermill_meta(dst)
-            metrics = json.loads((nb_out / "metrics.json").read_text()) if (nb_out / "metrics.json").exists() else None
+            metrics = read_json(notebook_metrics(nb_out)) if notebook_metrics(nb_out).exists() else None
             rows.append({**row, **res, "papermill": meta, "metrics": metrics})
             if not res["ok"]:
                 failed = src.stem
                 print(f"  FAILED at cell {res['error']['cell']}: {res['error']['ename']}: {res['error']['evalue'][:300]}")
     summary = {"preset": preset, "grid": grid or [], "rows": rows}
-    write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", _summary_md(rows))
-    write_report(out, rows)
+    write_json(layout.summary_json, summary)
+    atomic_write_text(layout.summary_md, _summary_md(rows))
+    write_report(layout, rows)
     return summary
 
 
@@ -118,24 +118,24 @@ def _summary_md(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, rows: list[dict]) -> Path:
+def write_report(layout: BatchLayout, rows: list[dict]) -> Path:
     """One HTML page: the summary table and, per grid point, the run's figures."""
     import plotly.io as pio
 
     from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure
-    from iprkit.inspect import load_iteration, load_pairs, load_results
+    from iprkit.views import load_iteration, load_pairs, load_results
 
     parts, first = [], True
     for point in dict.fromkeys(r["point"] for r in rows):
-        run = out / point
+        run = layout.point(point)
         figs = []
         try:
-            if (run / "results.json").exists():
-                figs.append(iteration_figure(load_results(run)["table"], "success"))
-            if (run / "seed0" / "ipr" / "iter1" / "step_rewards.jsonl").exists():
-                view = load_iteration(run, 0, "ipr", 1, max_tasks=40)
+            if run.results_json.exists():
+                figs.append(iteration_figure(load_results(run.root)["table"], "success"))
+            if run.iteration(0, "ipr", 1).step_rewards.exists():
+                view = load_iteration(run.root, 0, "ipr", 1, max_tasks=40)
                 figs += [heatmap_figure(view, "gap"), step_curve_figure(view)]
-            if (run / "seed0").exists() and (pairs := load_pairs(run, 0)):
+            if run.seed_dir(0).exists() and (pairs := load_pairs(run.root, 0)):
                 figs.append(pairs_figure(pairs))
         except Exception as e:  # a report never fails the batch
             parts.append(f"<p>figures for {point} unavailable: {e}</p>")
@@ -149,4 +149,4 @@ def write_report(out: Path, rows: list[dict]) -> Path:
     html = (f"<html><head><meta charset='utf-8'><title>iprkit report</title></head><body><h1>iprkit batch report</h1>"
             f"<table border=1><tr><th>point</th><th>notebook</th><th>status</th><th>error</th></tr>{table}</table>"
             + "".join(parts) + "</body></html>")
-    return atomic_write_text(out / "report.html", html)
+    return atomic_write_text(layout.report, html)

@@ -1,6 +1,10 @@
 """The ``iprkit`` command line.
 
+    iprkit envs                                   # installed environments and their options
     iprkit experts --env textworld --split test --out runs/experts/tw-test.jsonl
+
+Building the parser imports no torch, TRL or env package: each sub-command imports what it
+needs when it runs, so ``--help`` and argument errors answer at once.
 """
 
 import argparse
@@ -17,13 +21,15 @@ def _value(v: str):
 
 
 def env_kwargs(args) -> dict:
-    """Constructor settings for the env named by ``--env`` from the common flags."""
-    kw = {}
-    if args.env in ("textworld", "tw"):
+    """Constructor settings for the env named by ``--env`` (any alias) from the common flags."""
+    from iprkit.envs import canonical
+
+    kw, name = {}, canonical(args.env)
+    if name == "textworld":
         kw.update(preset=args.difficulty)
-    elif args.env == "alfworld" and args.alfworld_data:
+    elif name == "alfworld" and args.alfworld_data:
         kw.update(data_dir=args.alfworld_data)
-    elif args.env in ("sql", "intercode-sql"):
+    elif name == "sql":
         kw.update({k: v for k, v in (("data_dir", args.sql_data), ("url", args.sql_url)) if v})
     for item in args.env_opt or []:
         k, sep, v = item.partition("=")
@@ -34,13 +40,15 @@ def env_kwargs(args) -> dict:
 
 
 def add_env_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="textworld", help="textworld (default), alfworld or sql")
+    p.add_argument("--env", default="textworld", help="any installed env (`iprkit envs`); built in: textworld (default), "
+                                                      "alfworld, sql")
     p.add_argument("--difficulty", default="easy", help="TextWorld difficulty preset: easy, medium, hard")
     p.add_argument("--alfworld-data", help="ALFWorld data folder (default: $ALFWORLD_DATA)")
     p.add_argument("--sql-data", help="InterCode data folder holding spider/ (default: $INTERCODE_DATA)")
     p.add_argument("--sql-url", help="mysql://user:password@host:port of a read-only user (default: "
                                      "$IPRKIT_SQL_URL, else a private MariaDB is started)")
-    p.add_argument("--env-opt", action="append", metavar="KEY=VALUE", help="any other env setting, repeatable")
+    p.add_argument("--env-opt", action="append", metavar="KEY=VALUE",
+                   help="any env setting (`iprkit envs` lists each env's), repeatable")
 
 
 def cmd_experts(args) -> int:
@@ -50,8 +58,7 @@ def cmd_experts(args) -> int:
 
     with make_env(args.env, **env_kwargs(args)) as env:
         ids = env.task_ids(args.split)[: args.limit]
-        if hasattr(env, "prepare"):
-            env.prepare(args.split, limit=args.limit)
+        env.prepare(args.split, limit=args.limit)
         trajs, failures = expert_trajectories(env, ids)
     save_trajectories(args.out, trajs)
     wins = sum(bool(t.success) for t in trajs)
@@ -73,8 +80,7 @@ def _expert_data(args):
     from iprkit.experts import expert_trajectories
 
     with make_env(args.env, **env_kwargs(args)) as env:
-        if hasattr(env, "prepare"):
-            env.prepare(args.split, limit=args.limit)
+        env.prepare(args.split, limit=args.limit)
         trajs, failures = expert_trajectories(env, env.task_ids(args.split)[: args.limit])
     if failures:
         print(f"skipped {len(failures)} tasks whose gold path raised", file=sys.stderr)
@@ -82,8 +88,9 @@ def _expert_data(args):
 
 
 def cmd_sft(args) -> int:
-    from iprkit.config import load_config, to_dict
-    from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft
+    from iprkit.config import load_config
+    from iprkit.presets import SFT_PRESETS
+    from iprkit.settings import SFTSettings
 
     if args.preset and args.preset not in SFT_PRESETS:
         raise IprkitError(f"unknown SFT preset {args.preset!r}; choose one of {list(SFT_PRESETS)}.")
@@ -91,69 +98,75 @@ def cmd_sft(args) -> int:
     trajs = _expert_data(args)
     if not trajs:
         raise IprkitError("no expert trajectories to train on (all failed to replay?).")
-    model_dir = train_sft(trajs, cfg, args.out)
+    import torch
+
+    from iprkit.sft import train_sft
+
+    torch.set_num_threads(args.threads)
+    model_dir = train_sft(trajs, cfg, args.out, seed=args.seed)
     print(f"SFT on {len(trajs)} expert trajectories -> {model_dir}")
     return 0
 
 
 def cmd_eval(args) -> int:
+    from iprkit.config import load_config, save_run_config
+    from iprkit.settings import GenerationSettings
+
+    gen = load_config(GenerationSettings, args.config, args.overrides)
     import torch
 
-    from iprkit.backends import GenerationConfig, HFBackend
-    from iprkit.config import load_config, save_run_config
-    from iprkit.envs import make_env
+    from iprkit.backends import HFBackend
+    from iprkit.envs import env_factory, make_env
     from iprkit.evaluate import evaluate_model, random_agent, save_eval
+    from iprkit.io import write_json
+    from iprkit.layout import EvalPaths
 
-    gen = load_config(GenerationConfig, args.config, args.overrides)
     torch.set_num_threads(args.threads)
-    kw = env_kwargs(args)
+    kw, paths = env_kwargs(args), EvalPaths(Path(args.out))
     with make_env(args.env, **kw) as env:
         splits = [args.split] if args.split else list(env.test_splits)
         report = {}
         for split in splits:
             ids = env.task_ids(split)[: args.limit]
-            if hasattr(env, "prepare"):
-                env.prepare(split, limit=args.limit)
+            env.prepare(split, limit=args.limit)
             if args.model == "random":
                 metrics, trajs = random_agent(env, ids, seed=args.seed)
             else:
                 from iprkit.models import load_model
 
                 model, tok = load_model(args.model)
-                backend = HFBackend(model, tok, gen)
-                url = getattr(env, "url", None)
-                factory = (lambda: make_env(args.env, **{**kw, "url": url})) if url else (lambda: make_env(args.env, **kw))
-                metrics, trajs = evaluate_model(backend, factory, ids, seed=args.seed, max_live=gen.batch_size,
-                                                desc=f"eval {split}")
-            save_eval(args.out, split, metrics, trajs)
+                metrics, trajs = evaluate_model(HFBackend(model, tok, gen), env_factory(args.env, kw, env), ids,
+                                                seed=args.seed, max_live=gen.batch_size, desc=f"eval {split}")
+            save_eval(paths, split, metrics, trajs)
             report[split] = metrics
             print(f"{env.name} {split}: success {metrics['success_rate']:.3f}, reward {metrics['avg_reward']:.3f}, "
                   f"steps {metrics['avg_steps']:.2f}, invalid {metrics['invalid_action_rate']:.3f} "
                   f"({metrics['episodes']} episodes)")
-    save_run_config(args.out, gen, "eval_config.json")
-    from iprkit.io import write_json
-
-    write_json(f"{args.out}/metrics.json", {"model": args.model, "env": args.env, **report})
+    save_run_config(paths.config, gen)
+    write_json(paths.summary, {"model": args.model, "env": args.env, **report})
     return 0
 
 
 def cmd_run(args) -> int:
     from iprkit.config import load_config
-    from iprkit.loop import Runner, RunConfig, StopRun
     from iprkit.presets import RUN_PRESETS
+    from iprkit.settings import RunSettings
 
     if args.preset not in RUN_PRESETS:
         raise IprkitError(f"unknown preset {args.preset!r}; choose one of {list(RUN_PRESETS)}.")
-    cfg = load_config(RunConfig, args.config, args.overrides, base=RUN_PRESETS[args.preset])
+    cfg = load_config(RunSettings, args.config, args.overrides, base=RUN_PRESETS[args.preset])
+    from iprkit.layout import RunLayout
+    from iprkit.loop import Runner, StopRun
+
     runner = Runner(cfg, args.out, stop_after=args.stop_after)
     try:
-        out = runner.run()
+        runner.run()
     except StopRun as e:
         print(f"stopped after {e} (stop_after); rerun without it to resume")
         return 0
     finally:
         runner.close()
-    print((Path(args.out) / "results.md").read_text())
+    print(RunLayout(args.out).results_md.read_text())
     return 0
 
 
@@ -168,9 +181,47 @@ def cmd_batch(args) -> int:
         if not isinstance(params, dict):
             raise IprkitError(f"{args.params}: must be a mapping of notebook parameters.")
     summary = batch(args.out, args.preset, params, args.grid, args.notebooks, args.timeout)
-    print(Path(args.out, "summary.md").read_text())
-    print(f"report: {Path(args.out, 'report.html')}")
+    from iprkit.layout import BatchLayout
+
+    layout = BatchLayout(args.out)
+    print(layout.summary_md.read_text())
+    print(f"report: {layout.report}")
     return 0 if all(r.get("ok") for r in summary["rows"]) else 1
+
+
+def cmd_envs(args) -> int:
+    from iprkit.envs import describe
+
+    for e in describe():
+        if args.name and args.name != e["name"] and args.name not in e.get("aliases", []):
+            continue
+        alias = f" (aliases: {', '.join(e['aliases'])})" if e.get("aliases") else ""
+        if "error" in e:
+            print(f"{e['name']}{alias}: {e['target']}\n  BROKEN: {e['error']}\n")
+            continue
+        print(f"{e['name']}{alias}: {e['doc']}\n  from {e['package']} ({e['target']})\n"
+              f"  splits: {', '.join(e['splits'])}; evaluated on: {', '.join(e['test_splits'])}\n  options:")
+        for opt, (default, doc) in e["options"].items():
+            print(f"    {opt} = {default!r}" + (f"  {doc}" if doc else ""))
+        print()
+    return 0
+
+
+class _FieldsHelp(argparse.Action):
+    """``-h``: the usage, then every field of a settings class with its docstring (imported only when asked)."""
+
+    def __init__(self, option_strings, dest, settings: str = "", **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show this help and every config field", **kw)
+        self.settings = settings
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from iprkit import settings
+        from iprkit.config import help_text
+
+        parser.print_help()
+        print("\nconfig fields (set in --config YAML or as KEY=VALUE, nested with dots):")
+        print(help_text(getattr(settings, self.settings)))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,13 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .jsonl file")
     p.set_defaults(func=cmd_experts)
 
-    from iprkit.backends import GenerationConfig
-    from iprkit.config import help_text
-    from iprkit.sft import SFTSettings
+    p = sub.add_parser("envs", help="list the installed environments (built in and plug-ins) with their options")
+    p.add_argument("name", nargs="?", help="only this env (or alias)")
+    p.set_defaults(func=cmd_envs)
 
-    p = sub.add_parser("sft", help="supervised fine-tuning of the base agent (TRL SFTTrainer)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="config fields (set in --config YAML or as KEY=VALUE):\n" + help_text(SFTSettings))
+    p = sub.add_parser("sft", help="supervised fine-tuning of the base agent (TRL SFTTrainer)", add_help=False)
+    p.add_argument("-h", "--help", action=_FieldsHelp, settings="SFTSettings")
     add_env_args(p)
     p.add_argument("--preset", default="tiny", help="starting config: tiny (default), smoke, paper")
     p.add_argument("--config", help="YAML file of SFTSettings fields")
@@ -197,32 +247,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split to take expert trajectories from")
     p.add_argument("--limit", type=int, help="only the first N tasks")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and dropout")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-3")
     p.set_defaults(func=cmd_sft)
 
-    p = sub.add_parser("eval", help="greedy evaluation of a model (or the random agent) on a split",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="generation fields (set in --config YAML or as KEY=VALUE):\n" + help_text(GenerationConfig))
+    p = sub.add_parser("eval", help="greedy evaluation of a model (or the random agent) on a split", add_help=False)
+    p.add_argument("-h", "--help", action=_FieldsHelp, settings="GenerationSettings")
     add_env_args(p)
     p.add_argument("--model", required=True, help="model folder, hub id, or 'random' (random admissible actions)")
     p.add_argument("--split", help="split to evaluate (default: the env's test splits, each reported apart)")
     p.add_argument("--limit", type=int, help="only the first N tasks of each split")
-    p.add_argument("--config", help="YAML file of GenerationConfig fields")
+    p.add_argument("--config", help="YAML file of GenerationSettings fields")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="generation overrides, e.g. max_new_tokens=64")
     p.set_defaults(func=cmd_eval)
 
-    from iprkit.loop import RunConfig
-
     p = sub.add_parser("run", help="the main job: SFT, then ETO/IPR iterations and baselines, one results table",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="config fields (set in --config YAML or as KEY=VALUE, nested with dots):\n" + help_text(RunConfig))
+                       add_help=False)
+    p.add_argument("-h", "--help", action=_FieldsHelp, settings="RunSettings")
     p.add_argument("--preset", default="demo", help="smoke, demo (default) or paper")
-    p.add_argument("--config", help="YAML file of RunConfig fields")
+    p.add_argument("--config", help="YAML file of RunSettings fields")
     p.add_argument("--out", required=True, help="run directory (a rerun resumes)")
-    p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. ipr/iter1/score); rerun to resume")
+    p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. sft, ipr/iter1/score, seed0/sft/eval); "
+                                        "rerun to resume")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] methods=[sft,ipr] mc.n=5")
     p.set_defaults(func=cmd_run)
 
@@ -230,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", help="run preset passed to every notebook")
     p.add_argument("--out", required=True, help="batch directory")
     p.add_argument("--params", help="YAML of notebook parameters (e.g. seed, overrides: [...])")
-    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a RunConfig field to sweep, repeatable")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a RunSettings field to sweep, repeatable")
     p.add_argument("--notebooks", nargs="*", help="only notebooks whose names start with these (e.g. 01 02)")
     p.add_argument("--timeout", type=int, help="seconds per cell")
     p.set_defaults(func=cmd_batch)

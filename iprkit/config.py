@@ -122,14 +122,15 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
             raise IprkitError(f"{p}: not valid YAML ({e}).") from None
         if not isinstance(loaded, dict):
             raise IprkitError(f"{p}: the config must be a mapping of field: value.")
-        data = _merge(data, loaded)
+        data = merge(data, loaded)
     return from_dict(cls, apply_overrides(data, overrides or []), where=str(path or "config"))
 
 
-def _merge(a: dict, b: dict) -> dict:
+def merge(a: dict, b: dict) -> dict:
+    """``b`` onto ``a``, recursing into mappings both have (presets, YAML files and overrides layer this way)."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -148,16 +149,15 @@ def help_text(cls, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def save_run_config(run_dir: str | Path, cfg, name: str = "config.json") -> Path:
-    """Write the resolved config to the run directory; a directory that already holds a
-    different config is an error (use a new --out, or the same config to resume)."""
-    run_dir = Path(run_dir)
-    path = run_dir / name
-    new = to_dict(cfg)
+def save_run_config(path: str | Path, cfg) -> Path:
+    """Write the resolved config to ``path`` (a run's ``config.json``); a file there that holds a different
+    config is an error (use a new --out, or the same config to resume)."""
+    path = Path(path)
+    new = json.loads(json.dumps(to_dict(cfg)))
     if path.exists():
         old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(new)):
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new)).get(k))
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise IprkitError(f"{path} holds a different config (fields {diff} differ). Use another --out "
                               "directory, or rerun with the same config to resume.")
         return path

@@ -6,13 +6,13 @@ ALFWorld's seen and unseen splits are evaluated and reported apart.
 """
 
 import random
-from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
 from iprkit.envs.base import Env
 from iprkit.io import write_json, write_jsonl
+from iprkit.layout import EvalPaths
 from iprkit.rollout import EpisodeSpec, RolloutEngine
 from iprkit.trajectory import Step, Trajectory
 
@@ -45,8 +45,7 @@ def evaluate_model(backend, env_factory: Callable[[], Env], task_ids: list[str],
     finally:
         engine.close()
     metrics = summarize(trajs)
-    if hasattr(backend, "stats"):
-        metrics["context_drops"] = backend.stats["context_drops"]
+    metrics["context_drops"] = backend.stats["context_drops"]
     return metrics, trajs
 
 
@@ -58,7 +57,7 @@ def random_agent(env: Env, task_ids: list[str], seed: int = 0, progress: bool = 
         instruction, obs = env.reset(t)
         steps = []
         while not env.done:
-            a = rng.choice(sorted(getattr(env, "admissible_commands", None) or ["look"]))
+            a = rng.choice(sorted(env.admissible_commands or ["look"]))
             r = env.step(a)
             steps.append(Step(action=a, observation=r.observation, reward=r.reward, done=r.done))
         trajs.append(Trajectory(env=env.name, task_id=t, instruction=instruction, observation=obs, steps=steps,
@@ -66,8 +65,7 @@ def random_agent(env: Env, task_ids: list[str], seed: int = 0, progress: bool = 
     return summarize(trajs), trajs
 
 
-def save_eval(out_dir: str | Path, name: str, metrics: dict, trajs: list[Trajectory]) -> None:
-    """``<name>_metrics.json`` and ``<name>_tasks.jsonl`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{name}_metrics.json", metrics)
-    write_jsonl(out_dir / f"{name}_tasks.jsonl", per_task_rows(trajs))
+def save_eval(paths: EvalPaths, split: str, metrics: dict, trajs: list[Trajectory]) -> None:
+    """The split's metrics and one row per task, where ``paths`` (an ``eval/`` folder) puts them."""
+    write_jsonl(paths.tasks(split), per_task_rows(trajs))
+    write_json(paths.metrics(split), metrics)

@@ -5,7 +5,7 @@ Each widget in ``iprkit.widgets`` has its static twin here; these need only plot
 
 import plotly.graph_objects as go
 
-from iprkit.inspect import IterationView, step_curve
+from iprkit.views import IterationView, step_curve
 
 
 def heatmap_figure(view: IterationView, mode: str = "gap") -> go.Figure:

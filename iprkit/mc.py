@@ -19,29 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from iprkit.rollout import EpisodeSpec, RolloutEngine
+from iprkit.settings import MCSettings
 from iprkit.trajectory import Step
-
-
-@dataclass
-class MCSettings:
-    """Monte Carlo step-reward estimation."""
-
-    n: int = 5
-    """Rollouts per scored action (the paper: 5)."""
-    temperature: float = 1.0
-    """Sampling temperature of the scorer's rollouts (the paper: 1.0; the tiny preset 0.7)."""
-    scorer: str = "sft"
-    """Which model scores: ``sft`` (the fixed SFT agent, the paper), ``current`` (this iteration's policy) or a model path."""
-    score_expert: bool = True
-    """Also score the expert's actions with the same estimator."""
-    score_same_action: bool = True
-    """Also score steps where the agent took the expert's very action (one estimate serves both sides, and no step
-    pair can come from such a step). False skips them: the heatmap is blank there and Monte Carlo costs drop by the
-    share of matching steps (most steps, for an agent that is good on the explored tasks)."""
-    env_snapshots: bool = False
-    """Start each rollout from a copy of the env's state after the prefix (envs with ``can_snapshot``) instead of
-    replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step; it took
-    73 of 166 s of the demo's Monte Carlo stage, which runs in 88 s without it (``benchmarks/mc_stage.py``)."""
 
 
 @dataclass
@@ -105,6 +84,11 @@ class MCCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps({"key": k, "estimate": asdict(v)}) + "\n" for k, v in items.items())
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a torn last line (killed mid-write): start on a line of our own
+                    text = "\n" + text
         with self.path.open("a") as f:
             f.write(text)
             f.flush()

@@ -9,11 +9,12 @@ unless the user names a hub id.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from iprkit.errors import IprkitError
+from iprkit.settings import ModelSettings
 
 SPECIALS = {"bos": "<|bos|>", "pad": "<|pad|>", "user": "<|user|>", "assistant": "<|assistant|>", "end": "<|end|>"}
 CHAT_TEMPLATE = (
@@ -46,28 +47,6 @@ TINY_PRESETS = {
     "tiny": TinyPreset(vocab_size=2048, hidden_size=128, num_layers=6, num_heads=4, intermediate_size=512, max_positions=2048),
     "small": TinyPreset(vocab_size=4096, hidden_size=512, num_layers=6, num_heads=8, intermediate_size=1376, max_positions=2048),
 }
-
-
-@dataclass
-class ModelConfig:
-    """Which model the agent is, and how it is loaded."""
-
-    name_or_path: str = "tiny"
-    """A preset built from scratch (``tiny`` ~2M parameters, ``small`` ~20M), a local HF model folder, or a hub id."""
-    dtype: str = "float32"
-    """Weights dtype: float32, bfloat16 or float16 (use float32 on CPU)."""
-    lora: bool = False
-    """Train LoRA adapters (peft) instead of all weights; the base stays frozen."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.05
-    """LoRA dropout."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Modules that get adapters."""
-    seed: int = 0
-    """Seed for the from-scratch initialisation."""
 
 
 def is_preset(name: str) -> bool:
@@ -134,13 +113,13 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def load_model(path: str | Path, cfg: ModelConfig | None = None, trainable: bool = False):
+def load_model(path: str | Path, cfg: ModelSettings | None = None, trainable: bool = False):
     """Load (model, tokenizer) from a folder or hub id; with ``cfg.lora`` and
     ``trainable``, wrap the model in fresh LoRA adapters (unless it already has them)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = cfg or ModelConfig()
+    cfg = cfg or ModelSettings()
     path = str(path)
     if Path(path, "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM

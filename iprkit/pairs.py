@@ -14,32 +14,8 @@ continuation (multi-turn; observation turns are masked out of the loss by the tr
 expert, margin on final reward, ties dropped.
 """
 
-from dataclasses import dataclass
-
-from iprkit.errors import IprkitError
+from iprkit.settings import PairSettings
 from iprkit.trajectory import Trajectory
-
-MODES = ("entire", "single-step")
-
-
-@dataclass
-class PairSettings:
-    """Which pairs to build and how."""
-
-    step_pairs: bool = True
-    """Build IPR's step-level pairs."""
-    outcome_pairs: bool = True
-    """Build ETO's outcome-level pairs (t = 0 rollout against the expert)."""
-    final_margin: float = 0.01
-    """The winner's final reward must exceed the loser's by more than this (the paper: 0.01)."""
-    step_margin: float = 0.01
-    """The winner's MC step reward must exceed the loser's by more than this (the paper: 0.01)."""
-    mode: str = "entire"
-    """``entire``: the step plus its continuation (the paper); ``single-step``: the one action."""
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise IprkitError(f"pairs.mode={self.mode!r}: choose one of {MODES} (e.g. pairs.mode=single-step).")
 
 
 def step_winner(expert_final: float, agent_final: float, expert_mc: float, agent_mc: float,

@@ -17,7 +17,6 @@ frozen base is the SFT model and the reference is the adapter-disabled model.
 """
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,45 +24,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from iprkit.errors import IprkitError
-
-
-@dataclass
-class DPOSettings:
-    """Preference training (defaults: the paper's)."""
-
-    beta: float = 0.1
-    """DPO temperature (the paper: 0.1)."""
-    nll_weight: float = 1.0
-    """Weight of the NLL term on chosen sequences (0 = plain DPO, as ETO)."""
-    nll: str = "sum"
-    """``sum``: summed over each chosen sequence (the paper); ``mean``: token mean (TRL's ``sft`` loss)."""
-    mask_observations: bool = True
-    """Mask observation (user) turns inside multi-turn chosen/rejected out of the log-probs."""
-    learning_rate: float = 3e-6
-    """Peak learning rate (the paper: 3e-6, constant with warm-up)."""
-    lr_scheduler: str = "constant_with_warmup"
-    """transformers scheduler name."""
-    warmup_ratio: float = 0.1
-    """Fraction of steps for warm-up (the paper: 0.1)."""
-    epochs: float = 3.0
-    """Passes over the pairs (the paper: 3)."""
-    batch_size: int = 8
-    """Pairs per optimizer step on one device (the paper: 48 global)."""
-    grad_accum: int = 1
-    """Gradient accumulation steps."""
-    max_length: int = 2048
-    """Longest prompt+completion in tokens."""
-    reference: str = "sft"
-    """Reference model: ``sft`` (the paper) or ``previous`` (the policy this iteration starts from; ETO)."""
-    bf16: bool = False
-    """bfloat16 mixed precision (GPU only)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, about a third slower (TRL's default is True;
-    on for the paper preset's 7B model, off for small models)."""
-    threads: int = 2
-    """torch CPU threads."""
-    seed: int = 0
-    """Seed for shuffling."""
+from iprkit.settings import DPOSettings
 
 
 def assistant_token_mask(tok, prompt: list[dict], completion: list[dict], n_prompt_ids: int) -> list[int]:
@@ -153,15 +114,15 @@ def pairs_dataset(pairs: list[dict]):
 
 
 def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, cfg: DPOSettings, out_dir: str | Path,
-              progress: bool = True) -> dict:
-    """Train the policy (initialised from ``policy_path``) on ``pairs`` against the
-    reference at ``ref_path``; saves the model to ``out_dir`` and returns training metrics."""
+              seed: int = 0, progress: bool = True) -> dict:
+    """Train the policy (initialised from ``policy_path``) on ``pairs`` against the reference at ``ref_path``,
+    with ``seed`` for the data order; saves the model to ``out_dir`` and returns training metrics. The caller
+    sets torch's threads (the run's ``threads``)."""
     from transformers import set_seed
 
     from iprkit.models import load_model
 
-    torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
+    set_seed(seed)
     model, tok = load_model(policy_path, trainable=True)
     ref = None
     is_peft = hasattr(model, "peft_config")
@@ -177,7 +138,7 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=int(cfg.warmup_ratio * n_steps),
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, precompute_ref_log_probs=True, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
-        seed=cfg.seed, save_strategy="no", report_to="none", disable_tqdm=not progress, logging_steps=5,
+        seed=seed, save_strategy="no", report_to="none", disable_tqdm=not progress, logging_steps=5,
         dataset_num_proc=None, activation_checkpointing=cfg.gradient_checkpointing)
     collator = MaskedPreferenceCollator(pad_token_id=tok.pad_token_id, max_length=cfg.max_length)
     trainer = IPRTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,

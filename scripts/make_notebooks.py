@@ -12,17 +12,20 @@ preset = "smoke"          # smoke | demo | paper
 run_dir = "runs/notebooks" # the pipeline's run directory, shared by the whole sequence
 out_dir = "runs/notebooks/nb"  # this notebook's outputs (metrics.json)
 seed = 0
-overrides = []            # RunConfig overrides, written as on the iprkit run command line
+overrides = []            # RunSettings overrides, written as on the iprkit run command line
 '''
 
 SETUP = '''import json
 from pathlib import Path
 
 from iprkit.config import load_config
-from iprkit.loop import RunConfig, Runner, StopRun
+from iprkit.layout import RunLayout, notebook_metrics
+from iprkit.loop import Runner, StopRun
 from iprkit.presets import RUN_PRESETS
+from iprkit.settings import RunSettings
 
-cfg = load_config(RunConfig, None, ["methods=[sft,ipr,eto]", f"seeds=[{seed}]", *overrides], base=RUN_PRESETS[preset])
+cfg = load_config(RunSettings, None, ["methods=[sft,ipr,eto]", f"seeds=[{seed}]", *overrides], base=RUN_PRESETS[preset])
+layout = RunLayout(run_dir)  # every path of the run: layout.sft(seed).model, layout.iteration(seed, "ipr", 1).pairs, ...
 Path(out_dir).mkdir(parents=True, exist_ok=True)
 
 
@@ -38,7 +41,7 @@ def run_until(stage=None):
 
 
 def write_metrics(metrics):
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    notebook_metrics(out_dir).write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2)[:2000])
 '''
 
@@ -51,24 +54,25 @@ env = make_env(cfg.env, **cfg.env_kwargs)
 task = env.task_ids(cfg.train_split)[0]
 instruction, obs = env.reset(task)
 print(instruction, "\\n\\n", obs)''',
-        '''runner = Runner(cfg, run_dir)
-experts = runner.experts()
-runner.close()
+        '''from iprkit.trajectory import load_trajectories
+
+run_until("experts")
+experts = load_trajectories(layout.experts(cfg.train_split))
 t = experts[0]
 for s in t.steps:
     print(f"Thought: {s.thought}\\nAction: {s.action}\\n  -> {s.observation[:200]}\\n")''',
-        '''report = json.loads((Path(run_dir) / "experts" / "replay_report.json").read_text())
+        '''report = json.loads(layout.replay_report.read_text())
 write_metrics({"env": cfg.env, "tasks": report["tasks"], "replayed_to_success": report["replayed_to_success"],
                "replay_success_rate": report["replayed_to_success"] / max(1, report["tasks"]),
                "avg_expert_steps": sum(len(t.steps) for t in experts) / len(experts)})''']),
     "02_sft": ("# 2. The SFT base agent\n\nSupervised fine-tuning on the expert trajectories, then greedy evaluation on "
                "held-out tasks.", [
-        '''run_until(f"seed{seed}/sft/eval")
-sft_dir = Path(run_dir) / f"seed{seed}" / "sft"
-metrics_path = sft_dir / "sft_metrics.json"  # absent when sft_model named a model trained elsewhere
-sft = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"log_history": [], "train_loss": None,
-                                                                          "steps": None, "parameters": None}
-evals = {p.name.split("_")[0]: json.loads(p.read_text()) for p in (sft_dir / "eval").glob("*_metrics.json")}
+        '''run_until(layout.stage(seed, "sft", 0, "eval"))
+sft_paths = layout.sft(seed)
+# absent when sft_model named a model trained elsewhere
+sft = json.loads(sft_paths.metrics.read_text()) if sft_paths.metrics.exists() else {
+    "log_history": [], "train_loss": None, "steps": None, "parameters": None}
+evals = {split: json.loads(sft_paths.eval.metrics(split).read_text()) for split in sft_paths.eval.splits()}
 evals''',
         '''import plotly.graph_objects as go
 
@@ -80,8 +84,8 @@ go.Figure(go.Scatter(x=[h["step"] for h in hist], y=[h["loss"] for h in hist], m
                **{f"{split}_reward": m["avg_reward"] for split, m in evals.items()}})''']),
     "03_mc_rewards": ("# 3. Monte Carlo step rewards\n\nThe agent explores along each expert trajectory; the fixed SFT "
                       "scorer rates the expert's and the agent's action at every step. Click a cell of the heatmap.", [
-        '''run_until("ipr/iter1/score")
-from iprkit.inspect import load_iteration
+        '''run_until(layout.stage(seed, "ipr", 1, "score"))
+from iprkit.views import load_iteration
 from iprkit.figures import heatmap_figure, step_curve_figure
 
 view = load_iteration(run_dir, seed, "ipr", 1)
@@ -98,11 +102,11 @@ write_metrics({"steps_scored": len(vals), "mean_expert_mc": sum(e["mean"] for e,
                "mixed_outcome_estimates": sum(0 < m["mean"] < 1 for m in sampled), "sampled_estimates": len(sampled)})''']),
     "04_pairs": ("# 4. Contrastive pairs\n\nStep-level pairs (expert vs agent at the same step, both rewards must agree) "
                  "and outcome-level pairs (full rollout vs expert).", [
-        '''run_until("ipr/iter1/pairs")
-from iprkit.inspect import load_pairs
+        '''run_until(layout.stage(seed, "ipr", 1, "pairs"))
+from iprkit.views import load_pairs
 from iprkit.widgets import pair_browser
 
-stats = json.loads((Path(run_dir) / f"seed{seed}" / "ipr" / "iter1" / "pair_stats.json").read_text())
+stats = json.loads(layout.iteration(seed, "ipr", 1).pair_stats.read_text())
 pairs = load_pairs(run_dir, seed, ["ipr"])
 stats''',
         '''pair_browser(pairs)''',
@@ -110,7 +114,7 @@ stats''',
     "05_iterations": ("# 5. IPR iterations and baselines\n\nThe whole job: SFT, ETO and IPR iterations, evaluated on "
                       "held-out tasks.", [
         '''result = run_until(None)
-print((Path(run_dir) / "results.md").read_text())''',
+print(layout.results_md.read_text())''',
         '''from iprkit.figures import iteration_figure
 from iprkit.widgets import iteration_comparison
 
@@ -119,7 +123,7 @@ iteration_figure(result["table"], "success")''',
         '''write_metrics({"table": result["table"]})''']),
     "06_analysis": ("# 6. Analysis\n\nMethod comparison, per-step reward curves by iteration, and action efficiency "
                     "(steps to success, average step reward).", [
-        '''from iprkit.inspect import load_iteration, load_results, step_curve
+        '''from iprkit.views import load_iteration, load_results, step_curve
 from iprkit.io import read_jsonl
 import plotly.graph_objects as go
 
@@ -131,25 +135,22 @@ go.Figure(go.Bar(x=list(last), y=[r["success_mean"] for r in last.values()],
                  error_y={"array": [r["success_std"] for r in last.values()]})).update_layout(
     title="Success rate, last iteration of each method")''',
         '''fig = go.Figure()
-k = 1
-while (Path(run_dir) / f"seed{seed}" / "ipr" / f"iter{k}" / "step_rewards.jsonl").exists():
+for k in layout.iterations(seed, "ipr"):
     c = step_curve(load_iteration(run_dir, seed, "ipr", k))
     if any(v is not None for v in c["agent"]):
         fig.add_trace(go.Scatter(x=c["step"], y=c["agent"], name=f"agent, iteration {k}"))
-    k += 1
 fig.update_layout(title="Agent MC step reward by step, per iteration", xaxis_title="step")''',
-        '''def efficiency(d):
-    rows = [r for p in (d / "eval").glob("*_tasks.jsonl") for _, r in read_jsonl(p)]
+        '''def efficiency(ev):
+    rows = [r for split in ev.splits() for _, r in read_jsonl(ev.tasks(split))]
     won = [r for r in rows if r["success"]]
     return {"steps_to_success": sum(r["steps"] for r in won) / len(won) if won else None,
             "avg_steps": sum(r["steps"] for r in rows) / max(1, len(rows)),
             "success": len(won) / max(1, len(rows))}
 
-eff = {"sft": efficiency(Path(run_dir) / f"seed{seed}" / "sft")}
+eff = {"sft": efficiency(layout.sft(seed).eval)}
 for method in ("eto", "ipr"):
-    its = sorted((Path(run_dir) / f"seed{seed}" / method).glob("iter*"), key=lambda p: int(p.name[4:]))
-    if its:
-        eff[method] = efficiency(its[-1])
+    if its := layout.iterations(seed, method):
+        eff[method] = efficiency(layout.iteration(seed, method, its[-1]).eval)
 eff''',
         '''write_metrics({"last_iteration": last, "efficiency": eff})''']),
 }

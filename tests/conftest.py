@@ -101,7 +101,9 @@ def smoke_model(tmp_path_factory, tw_experts):
     import torch
 
     from iprkit.config import from_dict
-    from iprkit.sft import SFT_PRESETS, SFTSettings, train_sft
+    from iprkit.presets import SFT_PRESETS
+    from iprkit.settings import SFTSettings
+    from iprkit.sft import train_sft
 
     torch.set_num_threads(2)
     cfg = from_dict(SFTSettings, {**SFT_PRESETS["smoke"], "max_steps": 60, "batch_size": 8})
@@ -112,11 +114,12 @@ def smoke_model(tmp_path_factory, tw_experts):
 def smoke_run(tmp_path_factory):
     """A finished smoke-preset IPR run (2 iterations): (run dir, Runner.run() result)."""
     from iprkit.config import from_dict
-    from iprkit.loop import RunConfig, Runner
+    from iprkit.loop import Runner
+    from iprkit.settings import RunSettings
     from iprkit.presets import RUN_PRESETS
 
     out = tmp_path_factory.mktemp("smoke_run")
-    runner = Runner(from_dict(RunConfig, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "iterations": 2}), out, progress=False)
+    runner = Runner(from_dict(RunSettings, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "iterations": 2}), out, progress=False)
     try:
         return out, runner.run()
     finally:

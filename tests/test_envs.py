@@ -107,6 +107,7 @@ def test_textworld_bad_action_gets_env_feedback_and_step_limit(tw_env):
 
 # -- ALFWorld -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_alfworld_splits_and_expert_replay(alf_env):
     assert len(alf_env.task_ids("valid_seen")) == 140 and len(alf_env.task_ids("valid_unseen")) == 134
     sample = alf_env.task_ids("valid_unseen")[::7]  # 20 games of every task type; the full split is in the README
@@ -118,6 +119,7 @@ def test_alfworld_splits_and_expert_replay(alf_env):
     assert alf_env.max_steps == 20
 
 
+@pytest.mark.slow
 def test_alfworld_replay_is_deterministic(alf_env):
     _assert_deterministic(alf_env, "valid_unseen", 10, tasks=alf_env.task_ids("valid_unseen")[:5])
 

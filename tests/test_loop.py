@@ -9,21 +9,33 @@ import pytest
 from iprkit.config import from_dict
 from iprkit.errors import IprkitError
 from iprkit.io import atomic_write_text, write_jsonl
-from iprkit.loop import RunConfig, Runner, StopRun
+from iprkit.layout import RunLayout
+from iprkit.loop import Runner, StopRun
+from iprkit.settings import RunSettings
+from iprkit.trajectory import load_trajectories
 from iprkit.presets import RUN_PRESETS
 
 
 def _cfg(**changes):
     base = {**RUN_PRESETS["smoke"], "methods": ["ipr"], "iterations": 2}
-    return from_dict(RunConfig, {**base, **changes})
+    return from_dict(RunSettings, {**base, **changes})
 
 
 def _run(out, stop_after=None, **changes):
-    runner = Runner(_cfg(**changes), out, progress=False, stop_after=stop_after)
+    return _run_cfg(_cfg(**changes), out, stop_after)
+
+
+def _run_cfg(cfg, out, stop_after=None):
+    runner = Runner(cfg, out, progress=False, stop_after=stop_after)
     try:
         return runner.run()
     finally:
         runner.close()
+
+
+def _sft_model_of(run) -> str:
+    """``sft_model=`` naming another run's SFT model of each seed."""
+    return str(RunLayout(run).model(0, "sft", 0)).replace("seed0", "seed{seed}")
 
 
 def _files(root):
@@ -37,26 +49,27 @@ def full_run(smoke_run):
 
 def test_every_stage_writes_its_artifacts(full_run):
     out, result = full_run
-    it1 = out / "seed0" / "ipr" / "iter1"
-    for name in ("explore.jsonl", "step_rewards.jsonl", "pairs.jsonl", "pair_stats.json", "comparisons.jsonl",
-                 "train_metrics.json", "model/config.json", "eval/test_metrics.json"):
-        assert (it1 / name).exists(), name
-    assert (out / "config.json").exists() and (out / "results.md").exists()
+    run = RunLayout(out)
+    it1 = run.iteration(0, "ipr", 1)
+    for path in (it1.explore, it1.step_rewards, it1.pairs, it1.pair_stats, it1.comparisons, it1.train_metrics,
+                 it1.model, it1.eval.metrics("test"), it1.eval.tasks("test")):
+        assert path.exists(), path
+    assert run.config.exists() and run.results_md.exists()
     rows = [(r["method"], r["iteration"]) for r in result["table"]]
     assert rows == [("ipr", 0), ("ipr", 1), ("ipr", 2)]
     # MC estimates carry their spread and rollouts; terminal steps take the env's reward
-    rewards = [json.loads(l) for l in (it1 / "step_rewards.jsonl").read_text().splitlines()]
+    rewards = [json.loads(l) for l in it1.step_rewards.read_text().splitlines()]
     assert {r["side"] for r in rewards} == {"expert", "agent"}
     sampled = [r for r in rewards if not r["terminal"]]
     assert sampled and all(len(r["rollouts"]) == 2 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in sampled)
     assert all(r["n"] == 0 and r["mean"] in (0.0, 1.0) for r in rewards if r["terminal"])
     # every stage that ran is timed, and the times reach metrics.json
-    timings = json.loads((out / "timings.json").read_text())
+    timings = json.loads(run.timings.read_text())
     stages = ["experts", "seed0/sft", "seed0/sft/eval/test"] + [f"seed0/ipr/iter{k}/{s}" for k in (1, 2)
-                                                                for s in ("explore", "score", "train", "eval/test")]
+                                                                for s in ("explore", "score", "pairs", "train", "eval/test")]
     assert sorted(timings) == sorted(stages) and all(v >= 0 for v in timings.values())
     assert timings["seed0/sft"] > 0 and timings["seed0/ipr/iter1/explore"] > 0  # (a fully cached stage may take ~0 s)
-    assert json.loads((out / "metrics.json").read_text())["timings_s"] == timings
+    assert json.loads(run.metrics.read_text())["timings_s"] == timings
 
 
 def test_later_iterations_reuse_cached_expert_estimates(full_run):
@@ -74,29 +87,32 @@ def test_rerun_computes_nothing_twice(full_run):
     assert again["table"] == result["table"]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(full_run, tmp_path):
     out, result = full_run
     with pytest.raises(StopRun):
         _run(tmp_path, stop_after="ipr/iter1/score")
-    assert (tmp_path / "seed0/ipr/iter1/step_rewards.jsonl").exists()
-    assert not (tmp_path / "seed0/ipr/iter1/pairs.jsonl").exists()
+    it1 = RunLayout(tmp_path).iteration(0, "ipr", 1)
+    assert it1.step_rewards.exists() and not it1.pairs.exists()
     # a half-written temp file from the "crash" is ignored
-    (tmp_path / "seed0/ipr/iter1/.pairs.jsonl.x.tmp").write_text('{"kind": "st')
+    (it1.dir / f".{it1.pairs.name}.x.tmp").write_text('{"kind": "st')
     resumed = _run(tmp_path)
     assert "mc" not in resumed["counters"].get("seed0/ipr/iter1", {})  # iteration 1's rollouts were not redone
     assert resumed["table"] == result["table"]
     for k in (1, 2):
-        a = json.loads((out / f"seed0/ipr/iter{k}/eval/test_metrics.json").read_text())
-        b = json.loads((tmp_path / f"seed0/ipr/iter{k}/eval/test_metrics.json").read_text())
+        a, b = (json.loads(RunLayout(d).iteration(0, "ipr", k).eval.metrics("test").read_text()) for d in (out, tmp_path))
         assert a == b
 
 
+@pytest.mark.slow
 def test_empty_pair_set_carries_the_policy_over(tmp_path, full_run):
     out, _ = full_run
     res = _run(tmp_path, iterations=1, pairs={"final_margin": 5.0})  # no pair can clear this margin
-    d = tmp_path / "seed0/ipr/iter1"
-    assert json.loads((d / "train_metrics.json").read_text()) == {"pairs": 0, "skipped": True}
-    assert (d / "model/model.safetensors").read_bytes() == (tmp_path / "seed0/sft/model/model.safetensors").read_bytes()
+    run = RunLayout(tmp_path)
+    d = run.iteration(0, "ipr", 1)
+    assert json.loads(d.train_metrics.read_text()) == {"pairs": 0, "skipped": True}
+    weights = "model.safetensors"  # the Hugging Face folder's weights file
+    assert (d.model / weights).read_bytes() == (run.model(0, "sft", 0) / weights).read_bytes()
     assert [r["iteration"] for r in res["table"]] == [0, 1]
 
 
@@ -109,21 +125,21 @@ def test_bad_run_inputs(tmp_path, tw_experts):
     good = [t for t in tw_experts if t.task_id in {f"easy-{1_000_000 + i}" for i in range(3)}]
     broken = good[0].to_dict() | {"task_id": good[1].task_id}  # another game's actions
     unknown = good[0].to_dict() | {"task_id": "easy-424242424"}
-    path = tmp_path / "experts.jsonl"
+    path = tmp_path / "mine.jsonl"
     write_jsonl(path, [t.to_dict() for t in good] + [broken, unknown])
-    runner = Runner(_cfg(experts_file=str(path), env_kwargs={"preset": "easy", "n_train": 24, "n_test": 100}),
-                    tmp_path / "c", progress=False)
-    try:
-        kept = runner.experts()
-    finally:
-        runner.close()
-    report = json.loads((tmp_path / "c/experts/replay_report.json").read_text())
+    cfg = _cfg(experts_file=str(path), env_kwargs={"preset": "easy", "n_train": 24, "n_test": 100})
+    with pytest.raises(StopRun):
+        _run_cfg(cfg, tmp_path / "c", stop_after="experts")
+    run = RunLayout(tmp_path / "c")
+    kept = load_trajectories(run.experts("train"))
+    report = json.loads(run.replay_report.read_text())
     assert len(kept) == 3 and report["tasks"] == 5 and report["replayed_to_success"] == 3
     assert sorted(report["skipped"]) == sorted([good[1].task_id, "easy-424242424"])
 
 
 def test_failed_write_keeps_the_previous_artifact(tmp_path):
-    path = tmp_path / "pairs.jsonl"
+    path = RunLayout(tmp_path).iteration(0, "ipr", 1).pairs
+    path.parent.mkdir(parents=True)
     atomic_write_text(path, "old\n")
 
     def rows():
@@ -132,32 +148,31 @@ def test_failed_write_keeps_the_previous_artifact(tmp_path):
 
     with pytest.raises(OSError):
         write_jsonl(path, rows())
-    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["pairs.jsonl"]
+    assert path.read_text() == "old\n" and os.listdir(path.parent) == [path.name]
 
 
 def test_sft_model_reuses_a_trained_base_agent(tmp_path, full_run):
     out, _ = full_run
-    runner = Runner(_cfg(sft_model=str(out / "seed{seed}" / "sft" / "model")), tmp_path, progress=False)
-    try:
-        model = runner.sft(0, runner.experts())
-    finally:
-        runner.close()
-    src = out / "seed0" / "sft"
-    assert (model / "model.safetensors").read_bytes() == (src / "model" / "model.safetensors").read_bytes()
-    assert json.loads((model.parent / "source.json").read_text())["sft_model"] == str((src / "model").resolve())
-    assert (model.parent / "sft_metrics.json").read_text() == (src / "sft_metrics.json").read_text()
-    assert not (model.parent / "trainer").exists()  # nothing was trained
+    with pytest.raises(StopRun):
+        _run(tmp_path, stop_after="sft", sft_model=_sft_model_of(out))
+    src, got = RunLayout(out).sft(0), RunLayout(tmp_path).sft(0)
+    weights = "model.safetensors"  # the Hugging Face folder's weights file
+    assert (got.model / weights).read_bytes() == (src.model / weights).read_bytes()
+    assert json.loads(got.source.read_text())["sft_model"] == str(src.model.resolve())
+    assert got.metrics.read_text() == src.metrics.read_text()
+    assert not got.trainer.exists()  # nothing was trained
     with pytest.raises(IprkitError, match=r"sft_model: .*nowhere is not a model folder"):
-        Runner(_cfg(sft_model=str(tmp_path / "nowhere")), tmp_path / "b", progress=False).sft(0, [])
+        _run(tmp_path / "b", stop_after="sft", sft_model=str(tmp_path / "nowhere"))
 
 
 def test_explore_held_out_explores_tasks_sft_never_saw(tmp_path, full_run):
     out, _ = full_run
-    cfg = _cfg(sft_model=str(out / "seed{seed}" / "sft" / "model"), explore_held_out=True, n_experts=20, n_explore=4)
+    cfg = _cfg(sft_model=_sft_model_of(out), explore_held_out=True, n_experts=20, n_explore=4)
     with pytest.raises(StopRun):
         Runner(cfg, tmp_path, progress=False, stop_after="ipr/iter1/explore").run()
-    order = json.loads((tmp_path / "experts/order.json").read_text())
-    explored = {json.loads(l)["task_id"] for l in (tmp_path / "seed0/ipr/iter1/explore.jsonl").read_text().splitlines()}
+    run = RunLayout(tmp_path)
+    order = json.loads(run.experts_order.read_text())
+    explored = {t.task_id for t in load_trajectories(run.iteration(0, "ipr", 1).explore)}
     assert len(order) == 24 and explored and explored <= set(order[20:])
     with pytest.raises(IprkitError, match="explore_held_out=true needs n_experts"):
         Runner(_cfg(explore_held_out=True, n_explore=4), tmp_path / "b")

@@ -7,8 +7,9 @@ import pytest
 
 from iprkit.config import apply_overrides, field_docs, from_dict, help_text, load_config, save_run_config
 from iprkit.errors import IprkitError
-from iprkit.models import CHAT_TEMPLATE, ModelConfig, count_parameters, create_tiny, load_model
-from iprkit.sft import SFTSettings
+from iprkit.layout import RunLayout
+from iprkit.models import CHAT_TEMPLATE, count_parameters, create_tiny, load_model
+from iprkit.settings import ModelSettings, SFTSettings
 
 
 def test_tiny_model_round_trip_and_assistant_mask(tmp_path, tw_experts):
@@ -48,15 +49,17 @@ def test_lora_wraps_and_trains_adapters_only(tmp_path, tw_experts):
     from iprkit.models import corpus
 
     path = create_tiny(corpus(tw_experts), tmp_path / "m")
-    model, _ = load_model(path, ModelConfig(lora=True, lora_r=4), trainable=True)
+    model, _ = load_model(path, ModelSettings(lora=True, lora_r=4), trainable=True)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
 
 
 def test_every_config_field_has_a_docstring():
-    from iprkit.backends import GenerationConfig
+    from iprkit import settings
 
-    for cls in (SFTSettings, ModelConfig, GenerationConfig):
+    classes = [c for c in vars(settings).values() if dataclasses.is_dataclass(c) and c.__module__ == settings.__name__]
+    assert len(classes) >= 8  # Model, Generation, SFT, MC, Pair, DPO, Method, Run
+    for cls in classes:
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
@@ -80,8 +83,9 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_run_dir_with_a_different_config_is_refused(tmp_path):
-    save_run_config(tmp_path, SFTSettings())
-    save_run_config(tmp_path, SFTSettings())  # the same config: fine (resume)
+    path = RunLayout(tmp_path).config
+    save_run_config(path, SFTSettings())
+    save_run_config(path, SFTSettings())  # the same config: fine (resume)
     with pytest.raises(IprkitError, match=r"holds a different config \(fields \['learning_rate'\] differ\)"):
-        save_run_config(tmp_path, SFTSettings(learning_rate=1.0))
-    assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 2e-5
+        save_run_config(path, SFTSettings(learning_rate=1.0))
+    assert json.loads(path.read_text())["learning_rate"] == 2e-5

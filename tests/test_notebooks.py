@@ -9,6 +9,7 @@ import papermill
 import pytest
 
 from conftest import REPO
+from iprkit.layout import BatchLayout
 from iprkit.batch import batch
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -33,6 +34,7 @@ def smoke_batch(tmp_path_factory):
     return out, batch(out, preset="smoke", timeout=600)
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_and_writes_metrics(smoke_batch):
     out, summary = smoke_batch
     rows = summary["rows"]
@@ -48,11 +50,12 @@ def test_every_notebook_runs_and_writes_metrics(smoke_batch):
     assert by["01_environments"]["replay_success_rate"] == 1.0
     assert {"step_pairs", "outcome_pairs"} <= set(by["04_pairs"])
     assert [t["method"] for t in by["05_iterations"]["table"]][:1] == ["sft"]
-    timings = json.loads((out / "default" / "timings.json").read_text())
+    layout = BatchLayout(out)
+    timings = json.loads(layout.point("default").timings.read_text())
     assert "seed0/eto/iter1/train" in timings and "seed0/ipr/iter1/score" in timings
     assert "seed0/eto/iter1/score" not in timings  # ETO needs no step rewards and times no scoring
-    assert (out / "report.html").stat().st_size > 100_000  # plotly.js embedded: opens offline
-    assert "01_environments" in (out / "summary.md").read_text()
+    assert layout.report.stat().st_size > 100_000  # plotly.js embedded: opens offline
+    assert "01_environments" in layout.summary_md.read_text()
 
 
 def test_failing_notebook_is_reported_and_the_grid_goes_on(tmp_path):
@@ -62,4 +65,4 @@ def test_failing_notebook_is_reported_and_the_grid_goes_on(tmp_path):
     assert not bad["ok"] and bad["error"]["ename"] == "IprkitError" and "unknown preset" in bad["error"]["evalue"]
     assert bad["error"]["cell"] is not None
     assert good["ok"] and good["metrics"]["replay_success_rate"] == 1.0
-    assert "nonexistent" in json.loads((tmp_path / "summary.json").read_text())["rows"][0]["point"]
+    assert "nonexistent" in json.loads(BatchLayout(tmp_path).summary_json.read_text())["rows"][0]["point"]

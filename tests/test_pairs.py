@@ -4,8 +4,8 @@ import pytest
 
 from iprkit.config import from_dict
 from iprkit.errors import IprkitError
-from iprkit.loop import RunConfig
-from iprkit.pairs import PairSettings, build_pairs, outcome_winner, pair_stats, step_winner
+from iprkit.pairs import build_pairs, outcome_winner, pair_stats, step_winner
+from iprkit.settings import PairSettings, RunSettings
 from iprkit.trajectory import Step, Trajectory
 
 
@@ -88,4 +88,4 @@ def test_unknown_mode_is_refused():
     with pytest.raises(IprkitError, match="pairs.mode='single'.*single-step"):
         PairSettings(mode="single")
     with pytest.raises(IprkitError, match="pairs.mode"):
-        from_dict(RunConfig, {"pairs": {"mode": "whole"}})
+        from_dict(RunSettings, {"pairs": {"mode": "whole"}})

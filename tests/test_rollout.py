@@ -4,11 +4,12 @@ context budget, invalid actions, forced prefixes."""
 import pytest
 import torch
 
-from iprkit.backends import GenerationConfig, HFBackend
+from iprkit.backends import HFBackend
 from iprkit.envs.textworld_env import TextWorldEnv
 from iprkit.models import load_model
 from iprkit.prompts import fit_context
 from iprkit.rollout import EpisodeSpec, RolloutEngine
+from iprkit.settings import GenerationSettings
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def model_tok(smoke_model):
 
 def _engine(model_tok, max_live=16, **gen):
     model, tok = model_tok
-    backend = HFBackend(model, tok, GenerationConfig(max_new_tokens=24, **gen))
+    backend = HFBackend(model, tok, GenerationSettings(max_new_tokens=24, **gen))
     return RolloutEngine(backend, lambda: TextWorldEnv(n_test=100), max_live=max_live), backend
 
 
@@ -63,8 +64,8 @@ def test_sampling_is_deterministic_under_a_seed(model_tok, tw_env):
 def test_shared_prefix_cache_matches_separate_encoding(model_tok, tw_experts):
     model, tok = model_tok
     convs = [tw_experts[0].messages()[:1]] * 4 + [tw_experts[1].messages()[:3]] * 3
-    shared = HFBackend(model, tok, GenerationConfig(max_new_tokens=20, share_prefix=True))
-    plain = HFBackend(model, tok, GenerationConfig(max_new_tokens=20, share_prefix=False))
+    shared = HFBackend(model, tok, GenerationSettings(max_new_tokens=20, share_prefix=True))
+    plain = HFBackend(model, tok, GenerationSettings(max_new_tokens=20, share_prefix=False))
     # a vanishing temperature makes sampling argmax, so both paths must agree token for token
     a = shared.generate(convs, temperature=1e-5, seed=3)
     b = plain.generate(convs, temperature=1e-5, seed=3)
@@ -137,7 +138,7 @@ def test_dropping_finished_rows_from_the_decode_batch_changes_no_turn(model_tok)
     stop = set(firsts) - {Counter(firsts).most_common()[-1][0]}
     out = {}
     for compact in (True, False):
-        backend = HFBackend(model, tok, GenerationConfig(max_new_tokens=24, compact=compact))
+        backend = HFBackend(model, tok, GenerationSettings(max_new_tokens=24, compact=compact))
         backend.eos = sorted({*backend.eos, *stop})
         keys = list(range(len(convs)))
         first = backend.generate(convs, keys=keys)

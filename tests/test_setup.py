@@ -32,9 +32,3 @@ def test_widgets_install_under_iprkit_namespace():
 
     assert iprkit.widgets.__file__.startswith(str(REPO / "widgets"))
 
-
-def test_stack_keeps_cpu_torch():
-    """None of the env packages replaced the torch build the Makefile names."""
-    import torch
-
-    assert torch.__version__.startswith("2.13.0"), torch.__version__

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from iprkit.models import ModelConfig, load_model
-from iprkit.pairs import PairSettings, build_pairs
-from iprkit.train import DPOSettings, IPRTrainer, MaskedPreferenceCollator, assistant_token_mask, pairs_dataset
+from iprkit.models import load_model
+from iprkit.pairs import build_pairs
+from iprkit.settings import DPOSettings, ModelSettings, PairSettings
+from iprkit.train import IPRTrainer, MaskedPreferenceCollator, assistant_token_mask, pairs_dataset
 
 
 def _pair(tw_experts):
@@ -89,7 +90,8 @@ def test_gradient_checkpointing_follows_the_config(smoke_model, tw_experts, tmp_
     SFT and DPO pass the config's value instead."""
     import trl
 
-    from iprkit.sft import SFTSettings, train_sft
+    from iprkit.settings import SFTSettings
+    from iprkit.sft import train_sft
     from iprkit.train import train_dpo
 
     seen = []
@@ -101,8 +103,8 @@ def test_gradient_checkpointing_follows_the_config(smoke_model, tw_experts, tmp_
     monkeypatch.setattr(trl.SFTTrainer, "train", record)
     monkeypatch.setattr(IPRTrainer, "train", record)
     with pytest.raises(KeyboardInterrupt):
-        train_sft(tw_experts[:4], SFTSettings(model=ModelConfig(name_or_path="tiny"), max_steps=1, gradient_checkpointing=on),
-                  tmp_path / "sft", progress=False)
+        train_sft(tw_experts[:4], SFTSettings(model=ModelSettings(name_or_path="tiny"), max_steps=1, gradient_checkpointing=on),
+                  tmp_path / "trained", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train_dpo([_pair(tw_experts)], smoke_model, smoke_model, DPOSettings(gradient_checkpointing=on), tmp_path / "dpo",
                   progress=False)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure, timeline_figure
-from iprkit.inspect import load_iteration, load_pairs, to_json
+from iprkit.views import load_iteration, load_pairs, to_json
 from iprkit.widgets import StepRewardHeatmap, iteration_comparison, pair_browser, trajectory_timeline
 
 ARTIFACTS = Path(os.environ.get("IPRKIT_TEST_ARTIFACTS", REPO / "test-artifacts"))

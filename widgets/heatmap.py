@@ -10,7 +10,7 @@ from pathlib import Path
 import anywidget
 import traitlets
 
-from iprkit.inspect import IterationView
+from iprkit.views import IterationView
 
 STATIC = Path(__file__).parent / "static"
 

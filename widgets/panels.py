@@ -6,7 +6,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from iprkit.figures import iteration_figure, timeline_figure
-from iprkit.inspect import IterationView
+from iprkit.views import IterationView
 
 
 def trajectory_timeline(view: IterationView) -> W.VBox:

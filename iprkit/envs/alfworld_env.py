@@ -41,6 +41,8 @@ class ALFWorldEnv(Env):
     splits = ("train", "valid_seen", "valid_unseen")
     test_splits = ("valid_seen", "valid_unseen")
     max_steps = 20
+    option_docs = {"data_dir": "folder holding json_2.1.1/ (default: $ALFWORLD_DATA)",
+                   "max_steps": "step limit of an episode (the paper: 20)"}
 
     def __init__(self, data_dir: str | Path | None = None, max_steps: int = 20):
         super().__init__()

@@ -4,9 +4,12 @@ An adapter wraps a real environment package (TextWorld, ALFWorld, InterCode) beh
 this small interface. Everything above it (expert trajectories, exploration, Monte
 Carlo rollouts, evaluation) is written once against :class:`Env`.
 
-Contract:
-- ``task_ids(split)`` lists the tasks of a split; ``reset(task_id)`` starts an episode
-  and returns ``(instruction, first observation)``.
+Contract (every method and attribute the kit calls is declared on :class:`Env`, with a
+default where one makes sense; callers never probe with ``hasattr``):
+- ``splits`` name the task lists, ``test_splits`` the ones evaluated (each reported apart);
+  ``task_ids(split)`` lists the tasks of a split; ``prepare(split, limit)`` readies them
+  ahead of time (generate games, load data; optional); ``reset(task_id)`` starts an
+  episode and returns ``(instruction, first observation)``.
 - ``step(action)`` returns a :class:`StepResult`; an action the env cannot parse gets
   the env's own feedback as the observation, never an exception. The episode ends
   when the task is solved or failed, or after ``max_steps`` steps (``info['truncated']``).
@@ -17,6 +20,13 @@ Contract:
 - Envs with ``can_snapshot`` offer ``snapshot()``/``restore()``; Monte Carlo rollouts
   can use them instead of replaying a prefix (``mc.env_snapshots``; worth it only where a
   copy costs less than the replayed steps).
+- ``admissible_commands`` lists the actions the env accepts now, where it knows them
+  (the random baseline draws from it); ``shared_kwargs()`` names resources that copies
+  of the env must share (a database server's URL); ``close()`` releases what it holds.
+
+An env written outside the kit registers under the entry-point group ``iprkit.envs``
+(see :mod:`iprkit.envs`); ``iprkit envs`` lists what is installed, with each env's
+constructor options (documented in its ``option_docs``).
 """
 
 from abc import ABC, abstractmethod
@@ -41,11 +51,21 @@ class Env(ABC):
     """Base class of the env adapters; subclasses implement the ``_``-prefixed hooks."""
 
     name: ClassVar[str] = "env"
+    """The env's canonical name (also its name in trajectories and the MC cache key)."""
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    """Every split, in a fixed order."""
+    test_splits: ClassVar[tuple[str, ...]] = ("test",)
+    """The splits a run evaluates on by default, each reported apart."""
     can_snapshot: ClassVar[bool] = False
+    """Whether :meth:`snapshot`/:meth:`restore` work."""
+    option_docs: ClassVar[dict[str, str]] = {}
+    """One line per constructor option, for ``iprkit envs`` (defaults come from the signature)."""
     max_steps: int = 30
+    """Step limit of an episode (``info['truncated']`` when reached)."""
 
     def __init__(self) -> None:
+        self.admissible_commands: list[str] = []
+        """The actions the env accepts in the current state, where it knows them (else empty)."""
         self._task: str | None = None
         self._t = 0
         self._done = True
@@ -68,6 +88,15 @@ class Env(ABC):
     @abstractmethod
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Apply an action; return (observation, final reward so far, done, won, info)."""
+
+    def prepare(self, split: str, limit: int | None = None) -> None:
+        """Ready the first ``limit`` tasks of ``split`` ahead of time (generate games, load data); envs whose tasks
+        need nothing beforehand keep this no-op. Tasks not prepared are readied on first use."""
+
+    def shared_kwargs(self) -> dict:
+        """Constructor settings that copies of this env (one per live episode) must share: a server URL, say.
+        The kit builds copies as ``make_env(name, **kwargs, **env.shared_kwargs())``."""
+        return {}
 
     def entities(self, task_id: str) -> dict[str, str] | None:
         """The task's named entities, ``{name: kind}``, where the env knows them (used to

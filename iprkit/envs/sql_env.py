@@ -126,6 +126,15 @@ class SqlEnv(Env):
     name = "sql"
     splits = ("train", "test")
     test_splits = ("test",)
+    option_docs = {
+        "data_dir": "folder holding spider/ (default: $INTERCODE_DATA)",
+        "url": "mysql://user:password@host:port of a read-only user (default: $IPRKIT_SQL_URL, else a private "
+               "MariaDB is started)",
+        "timeout_s": "server-side time limit of one statement, seconds",
+        "max_rows": "most rows a statement may return",
+        "max_steps": "step limit of an episode",
+        "obs_chars": "longest observation in characters (longer results are cut)",
+    }
 
     def __init__(self, data_dir: str | Path | None = None, url: str | None = None, timeout_s: float = 5.0,
                  max_rows: int = 10_000, max_steps: int = 10, obs_chars: int = 1500):
@@ -144,6 +153,10 @@ class SqlEnv(Env):
             url = self.server.grant_read_only([t["db"] for t in self.tasks])
         self.url = url
         self._ic = _intercode_env_class()(parse_url(url), str(self.tasks_path), timeout_s, max_rows)
+
+    def shared_kwargs(self) -> dict:
+        """Copies connect to this env's server (a private MariaDB is started once, by the first)."""
+        return {"url": self.url}
 
     def task_ids(self, split: str) -> list[str]:
         self.check_split(split)

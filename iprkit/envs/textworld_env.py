@@ -9,8 +9,8 @@ reward is score / max_score and success is TextWorld's ``won``.
 """
 
 import random
-from concurrent.futures import ProcessPoolExecutor
 import re
+from concurrent.futures import ProcessPoolExecutor
 import shutil
 import tempfile
 import warnings
@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from iprkit.envs.base import Env
 from iprkit.envs.cache import cache_dir
 from iprkit.errors import IprkitError, UnknownTaskError
-
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,14 @@ class TextWorldEnv(Env):
     splits = ("train", "test")
     test_splits = ("test",)
     can_snapshot = True
+    option_docs = {
+        "preset": f"difficulty family: {', '.join(PRESETS)}",
+        "n_train": "train games (seeds 0 .. n_train-1)",
+        "n_test": f"test games (seeds {TEST_SEED_OFFSET:,} ..)",
+        "max_steps": "step limit of an episode (default: the preset's)",
+        "game_dir": "folder of compiled games (default: $IPRKIT_CACHE/textworld/<preset>)",
+        "thoughts": "expert thoughts: template, or quote (the task sentence each action carries out)",
+    }
 
     def __init__(self, preset: str = "easy", n_train: int = 800, n_test: int = 100,
                  max_steps: int | None = None, game_dir: str | Path | None = None, thoughts: str = "template"):

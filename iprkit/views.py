@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iprkit.io import read_json, read_jsonl
+from iprkit.layout import RunLayout
 from iprkit.trajectory import Trajectory, load_trajectories
 
 
@@ -29,17 +30,14 @@ class IterationView:
                 for er, ar in zip(self.expert_mc, self.agent_mc)]
 
 
-def iteration_dir(run: str | Path, seed: int = 0, method: str = "ipr", k: int = 1) -> Path:
-    return Path(run) / f"seed{seed}" / method / f"iter{k}"
-
-
 def load_iteration(run: str | Path, seed: int = 0, method: str = "ipr", k: int = 1, max_tasks: int | None = None) -> IterationView:
     """Join one iteration's artifacts into an :class:`IterationView`."""
-    d = iteration_dir(run, seed, method, k)
-    experts = {t.task_id: t for t in load_trajectories(Path(run) / "experts" / "train.jsonl")}
-    branches: dict[tuple, Trajectory] = {(b.task_id, int(b.meta["branch"])): b for b in load_trajectories(d / "explore.jsonl")}
-    rewards = {(r["task_id"], r["step"], r["side"]): r for _, r in read_jsonl(d / "step_rewards.jsonl")}
-    comps = {(r["task_id"], r["step"]): r for _, r in read_jsonl(d / "comparisons.jsonl")} if (d / "comparisons.jsonl").exists() else {}
+    layout = RunLayout(run)
+    d = layout.iteration(seed, method, k)
+    experts = {t.task_id: t for t in load_trajectories(layout.experts(_train_split(layout)))}
+    branches: dict[tuple, Trajectory] = {(b.task_id, int(b.meta["branch"])): b for b in load_trajectories(d.explore)}
+    rewards = {(r["task_id"], r["step"], r["side"]): r for _, r in read_jsonl(d.step_rewards)}
+    comps = {(r["task_id"], r["step"]): r for _, r in read_jsonl(d.comparisons)} if d.comparisons.exists() else {}
     tasks = sorted({t for t, _ in branches}, key=lambda t: list(experts).index(t) if t in experts else 0)[:max_tasks]
     steps = max((len(experts[t].steps) for t in tasks if t in experts), default=0)
     view = IterationView(tasks=tasks, steps=steps, expert_mc=[], agent_mc=[], cells=[])
@@ -70,6 +68,11 @@ def load_iteration(run: str | Path, seed: int = 0, method: str = "ipr", k: int =
     return view
 
 
+def _train_split(layout: RunLayout) -> str:
+    """The split the run's expert trajectories come from (its config says)."""
+    return read_json(layout.config).get("train_split", "train") if layout.config.exists() else "train"
+
+
 def _est(r: dict | None) -> dict | None:
     if not r:
         return None
@@ -78,21 +81,19 @@ def _est(r: dict | None) -> dict | None:
 
 def load_pairs(run: str | Path, seed: int = 0, methods: list[str] | None = None) -> list[dict]:
     """Every pair of a seed, tagged with method and iteration."""
-    out = []
-    root = Path(run) / f"seed{seed}"
-    for mdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "sft"):
-        if methods and mdir.name not in methods:
+    out, layout = [], RunLayout(run)
+    for method in layout.methods(seed):
+        if methods and method not in methods:
             continue
-        for it in sorted(mdir.glob("iter*")):
-            if (it / "pairs.jsonl").exists():
-                k = int(it.name[4:])
-                out += [{**p, "method": mdir.name, "iteration": k} for _, p in read_jsonl(it / "pairs.jsonl")]
+        for k in layout.iterations(seed, method):
+            if (path := layout.iteration(seed, method, k).pairs).exists():
+                out += [{**p, "method": method, "iteration": k} for _, p in read_jsonl(path)]
     return out
 
 
 def load_results(run: str | Path) -> dict:
     """``results.json`` of a finished run (table and per-seed curves)."""
-    return read_json(Path(run) / "results.json")
+    return read_json(RunLayout(run).results_json)
 
 
 def step_curve(view: IterationView) -> dict:

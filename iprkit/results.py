@@ -1,0 +1,40 @@
+"""The results table: success and reward per method and iteration, mean and std over seeds.
+
+    curves = {"ipr": {0: [{"iteration": 0, "success": 0.5, "reward": 0.5, ...}, ...]}}
+    rows = results_table(curves); print(format_table(rows))
+"""
+
+import statistics
+
+
+def flat_metrics(report: dict) -> dict:
+    """Per-split metrics -> success/reward (mean over splits) plus each split's."""
+    out = {}
+    for split, m in report.items():
+        out[f"{split}_success"] = m["success_rate"]
+        out[f"{split}_reward"] = m["avg_reward"]
+    out["success"] = statistics.mean(m["success_rate"] for m in report.values())
+    out["reward"] = statistics.mean(m["avg_reward"] for m in report.values())
+    return out
+
+
+def results_table(results: dict) -> list[dict]:
+    """One row per (method, iteration): success and reward, mean and std over seeds."""
+    rows = []
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
+    for method, by_seed in results.items():
+        n_iter = max(len(c) for c in by_seed.values())
+        for k in range(n_iter):
+            pts = [c[k] for c in by_seed.values() if len(c) > k]
+            s, r = [p["success"] for p in pts], [p["reward"] for p in pts]
+            rows.append({"method": method, "iteration": k, "seeds": len(pts), "success_mean": statistics.mean(s),
+                         "success_std": sd(s), "reward_mean": statistics.mean(r), "reward_std": sd(r)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| method | iteration | success (mean ± std) | avg reward (mean ± std) | seeds |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['iteration']} | {r['success_mean']:.3f} ± {r['success_std']:.3f} | "
+                     f"{r['reward_mean']:.3f} ± {r['reward_std']:.3f} | {r['seeds']} |")
+    return "\n".join(lines) + "\n"
