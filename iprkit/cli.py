@@ -148,13 +148,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from iprkit.config import load_config
-    from iprkit.presets import RUN_PRESETS
-    from iprkit.settings import RunSettings
+    from iprkit.presets import run_settings
 
-    if args.preset not in RUN_PRESETS:
-        raise IprkitError(f"unknown preset {args.preset!r}; choose one of {list(RUN_PRESETS)}.")
-    cfg = load_config(RunSettings, args.config, args.overrides, base=RUN_PRESETS[args.preset])
+    cfg = run_settings(args.preset, args.config, args.overrides)
     from iprkit.layout import RunLayout
     from iprkit.loop import Runner, StopRun
 
@@ -187,6 +183,56 @@ def cmd_batch(args) -> int:
     print(layout.summary_md.read_text())
     print(f"report: {layout.report}")
     return 0 if all(r.get("ok") for r in summary["rows"]) else 1
+
+
+def cmd_import(args) -> int:
+    from iprkit.io import write_json, write_jsonl
+    from iprkit.release import import_sft, is_preference, pair_from_release, read_items, release_preamble, summary
+
+    items = read_items(args.release)
+    if items and all(is_preference(it) for it in items):
+        pairs = [pair_from_release(it, f"{args.release}: item {i}") for i, it in enumerate(items)]
+        write_jsonl(args.out, pairs)
+        print(f"{len(pairs)} preference pairs -> {args.out} (train them with iprkit.train.train_dpo)")
+        return 0
+    from iprkit.envs import make_env
+    from iprkit.trajectory import save_trajectories
+
+    kw = env_kwargs(args)
+    preamble = None if args.env_instruction else release_preamble(items)
+    if preamble is not None:
+        kw["preamble"] = preamble
+    with make_env(args.env, **kw) as env:
+        trajs, report = import_sft(env, items)
+    save_trajectories(args.out, trajs)
+    report_path = args.report or f"{args.out}.report.json"
+    write_json(report_path, {"release": str(args.release), "env": args.env, "items": len(items),
+                             "replayed": len(trajs), "instruction": "release" if preamble else "env", "rows": report})
+    print(summary(report))
+    print(f"wrote {len(trajs)} expert trajectories to {args.out}; per-item report {report_path}"
+          + ("; the release's instruction is kept (use it in a run as experts_file=" + str(args.release) + ")"
+             if preamble else ""))
+    return 0 if trajs else 1
+
+
+def cmd_export(args) -> int:
+    from iprkit.io import read_jsonl
+    from iprkit.release import pair_to_release, to_conversations
+
+    if args.pairs:
+        items = [pair_to_release(p) for _, p in read_jsonl(args.pairs)]
+    else:
+        from iprkit.envs import env_class
+        from iprkit.trajectory import load_trajectories
+
+        trajs = load_trajectories(args.experts)
+        items = [to_conversations(t, extra=env_class(t.env).release_fields(t.task_id)) for t in trajs]
+    from iprkit.io import atomic_write_text
+    import json
+
+    atomic_write_text(args.out, json.dumps(items, indent=1, ensure_ascii=False) + "\n")
+    print(f"{len(items)} items in the IPR/ETO release format -> {args.out}")
+    return 0
 
 
 def cmd_envs(args) -> int:
@@ -233,6 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N tasks of the split")
     p.add_argument("--out", required=True, help="output .jsonl file")
     p.set_defaults(func=cmd_experts)
+
+    p = sub.add_parser("import", help="the paper's release files (IPR/ETO SFT or preference format) as the kit's data, "
+                                      "replayed in the env with a per-item report")
+    add_env_args(p)
+    p.add_argument("release", help="release file: a JSON list (or JSONL) of {id, conversations, game_file?} items, or "
+                                   "of {id, prompt, chosen, rejected} preference items")
+    p.add_argument("--out", required=True, help="kit JSONL: expert trajectories (SFT items) or pairs (preference items)")
+    p.add_argument("--env-instruction", action="store_true",
+                   help="use the env's own instruction (default: keep the release's turn 0 verbatim as the preamble)")
+    p.add_argument("--report", help="per-item replay report (default: OUT.report.json)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="the kit's expert trajectories (or pairs) in the IPR/ETO release format")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experts", help="trajectories JSONL (e.g. a run's experts/train.jsonl)")
+    src.add_argument("--pairs", help="pairs JSONL (e.g. a run's pairs.jsonl)")
+    p.add_argument("--out", required=True, help="release file to write (a JSON list)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("envs", help="list the installed environments (built in and plug-ins) with their options")
     p.add_argument("name", nargs="?", help="only this env (or alias)")

@@ -109,9 +109,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None):
-    """A config from defaults, then a YAML file, then ``key=value`` overrides."""
-    data = dict(base or {})
+def load_layer(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """What the user set: a YAML file (``--config``), then ``key=value`` overrides, as one mapping."""
+    data: dict = {}
     if path:
         p = Path(path)
         if not p.exists():
@@ -122,8 +122,14 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
             raise IprkitError(f"{p}: not valid YAML ({e}).") from None
         if not isinstance(loaded, dict):
             raise IprkitError(f"{p}: the config must be a mapping of field: value.")
-        data = merge(data, loaded)
-    return from_dict(cls, apply_overrides(data, overrides or []), where=str(path or "config"))
+        data = loaded
+    return apply_overrides(data, overrides or [])
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                where: str | None = None):
+    """A config from ``base`` (defaults or a preset), then a YAML file, then ``key=value`` overrides."""
+    return from_dict(cls, merge(dict(base or {}), load_layer(path, overrides)), where=where or str(path or "config"))
 
 
 def merge(a: dict, b: dict) -> dict:

@@ -10,6 +10,7 @@ from typing import Iterable
 from tqdm.auto import tqdm
 
 from iprkit.envs.base import Env
+from iprkit.errors import IprkitError
 from iprkit.trajectory import Step, Trajectory
 
 
@@ -35,11 +36,35 @@ def _meta(env: Env, task_id: str, **kw) -> dict:
     return dict(kw, entities=ents) if ents else kw
 
 
+def too_long(env: Env, paths: dict[str, list[str]]) -> list[tuple[str, int]]:
+    """(task, length) of the gold paths that do not fit the env's step limit."""
+    return [(t, len(a)) for t, a in paths.items() if len(a) > env.max_steps]
+
+
+def check_step_limit(env: Env, paths: dict[str, list[str]], what: str = "gold paths") -> None:
+    """Refuse expert paths longer than the step limit (they could never replay to the end), with the numbers."""
+    long = too_long(env, paths)
+    if long:
+        worst = max(long, key=lambda x: x[1])
+        raise IprkitError(f"{env.name}: {len(long)} of {len(paths)} {what} are longer than the step limit "
+                          f"max_steps={env.max_steps} (the longest, task {worst[0]}, has {worst[1]} steps). Raise the "
+                          f"limit to at least {worst[1]} (env_kwargs.max_steps={worst[1]}, or --env-opt "
+                          f"max_steps={worst[1]}), or choose tasks whose gold paths fit.")
+
+
 def expert_trajectories(env: Env, task_ids: Iterable[str], progress: bool = True) -> tuple[list[Trajectory], list[dict]]:
-    """Expert trajectories for many tasks; returns (trajectories, failures). A task that
-    raises is reported in ``failures`` (task id and error) and the batch goes on."""
+    """Expert trajectories for many tasks; returns (trajectories, failures). Gold paths longer than the
+    env's step limit are refused up front; a task that raises is reported in ``failures`` (task id and
+    error) and the batch goes on."""
     trajs, failures = [], []
     task_ids = list(task_ids)
+    gold = {}
+    for t in task_ids:
+        try:
+            gold[t] = env.expert(t)
+        except Exception:  # noqa: BLE001 - reported with its task below
+            continue
+    check_step_limit(env, gold)
     for t in tqdm(task_ids, desc=f"{env.name}: expert replay", disable=not progress):
         try:
             trajs.append(expert_trajectory(env, t))
@@ -48,11 +73,14 @@ def expert_trajectories(env: Env, task_ids: Iterable[str], progress: bool = True
     return trajs, failures
 
 
-def verify_experts(env: Env, trajs: list[Trajectory], progress: bool = True) -> tuple[list[Trajectory], list[dict]]:
+def verify_experts(env: Env, trajs: list[Trajectory], progress: bool = True,
+                   check_limit: bool = True) -> tuple[list[Trajectory], list[dict]]:
     """Replay given expert trajectories (e.g. imported data) in the env. Returns the ones that
     reproduce, re-recorded with the env's own observations and rewards, and one failure row per
     task that does not (unknown task, an action that raises, or no success at the end)."""
     ok, failures = [], []
+    if check_limit:
+        check_step_limit(env, {t.task_id: t.actions for t in trajs}, "given expert trajectories")
     for t in tqdm(trajs, desc=f"{env.name}: verifying experts", disable=not progress):
         try:
             instruction, obs, results = env.replay(t.task_id, t.actions)

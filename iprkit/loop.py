@@ -23,6 +23,7 @@ from iprkit.envs import env_class, env_factory, make_env
 from iprkit.errors import IprkitError
 from iprkit.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from iprkit.layout import RunLayout
+from iprkit.release import import_sft, is_release_file, read_items, release_preamble
 from iprkit.results import flat_metrics, format_table, results_table
 from iprkit.settings import METHODS, RunSettings
 from iprkit.stages import Stage, StageRunner, StopRun, Work, staged_dir
@@ -49,9 +50,13 @@ class Runner:
             load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
         save_run_config(self.layout.config, cfg)
         torch.set_num_threads(cfg.threads)
-        self.env = make_env(cfg.env, **cfg.env_kwargs)
-        self.env_factory = env_factory(cfg.env, cfg.env_kwargs, self.env)
-        self.env_id = f"{cfg.env}:{sorted(cfg.env_kwargs.items())}"
+        kwargs = dict(cfg.env_kwargs)
+        self.release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
+        if self.release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
+            kwargs["preamble"] = p  # the paper's prompt, verbatim, in the SFT data and every rollout
+        self.env = make_env(cfg.env, **kwargs)
+        self.env_factory = env_factory(cfg.env, kwargs, self.env)
+        self.env_id = f"{cfg.env}:{sorted(kwargs.items())}"
         self.counters: dict[str, dict] = {}
 
     # -- the plan ----------------------------------------------------------------------
@@ -79,7 +84,12 @@ class Runner:
         from iprkit.experts import expert_trajectories, verify_experts
 
         n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
-        if self.cfg.experts_file:
+        if self.release:
+            trajs, rows = import_sft(self.env, read_items(self.cfg.experts_file)[:n], progress=self.progress)
+            ids = [r["task_id"] or f"item {r['index']}" for r in rows]
+            failures = [{"task_id": ids[r["index"]], "release_id": r["id"], "error": r["why"]}
+                        for r in rows if not r["replayed"]]
+        elif self.cfg.experts_file:
             given = load_trajectories(self.cfg.experts_file)[:n]
             ids = [t.task_id for t in given]
             trajs, failures = verify_experts(self.env, given, progress=self.progress)
@@ -90,9 +100,8 @@ class Runner:
         bad = [t.task_id for t in trajs if not t.success] + [f["task_id"] for f in failures]
         write_json(self.layout.replay_report, {"tasks": len(ids), "replayed_to_success": len(ids) - len(bad),
                                                "skipped": bad, "failures": failures})
-        if bad:
-            print(f"experts: {len(bad)} of {len(ids)} gold paths did not replay to success; skipped "
-                  f"(see {self.layout.replay_report})")
+        print(f"experts: {len(ids) - len(bad)} of {len(ids)} {self.cfg.train_split} tasks replayed to success"
+              + (f"; {len(bad)} skipped (see {self.layout.replay_report})" if bad else ""))
         write_json(self.layout.experts_order, ids)  # task order: SFT takes the first n_experts
         save_trajectories(path, [t for t in trajs if t.success])
 
@@ -152,11 +161,17 @@ class Runner:
 
     def _eval_work(self, seed: int, method: str, k: int, split: str) -> Work:
         from iprkit.evaluate import save_eval, summarize
+        from iprkit.experts import too_long
         from iprkit.rollout import EpisodeSpec
 
         def items():
             self.env.prepare(split, limit=self.cfg.n_eval)
-            return [EpisodeSpec(t) for t in self.env.task_ids(split)[: self.cfg.n_eval]]
+            ids = self.env.task_ids(split)[: self.cfg.n_eval]
+            if long := too_long(self.env, {t: self.env.expert(t) for t in ids}):
+                print(f"warning: {len(long)} of {len(ids)} {split} tasks have gold paths longer than the step limit "
+                      f"max_steps={self.env.max_steps} (longest {max(n for _, n in long)}): no agent can win them; "
+                      f"raise env_kwargs.max_steps to compare fairly.")
+            return [EpisodeSpec(t) for t in ids]
 
         drops = []  # prompts cut to the context budget, per engine
 

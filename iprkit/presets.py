@@ -61,3 +61,22 @@ RUN_PRESETS = {
         "generation": {"max_new_tokens": 512, "batch_size": 64},
     },
 }
+
+
+def run_settings(preset: str, config: str | None = None, overrides: list[str] | None = None):
+    """The :class:`~iprkit.settings.RunSettings` of ``iprkit run --preset P [--config F] [KEY=VALUE ...]``.
+
+    A preset's env settings belong to its env: a user who names another env (``env=alfworld``) starts
+    from that env's own defaults, not from the preset's TextWorld sizes."""
+    from iprkit.config import load_config, load_layer, merge
+    from iprkit.envs import canonical
+    from iprkit.errors import IprkitError
+    from iprkit.settings import RunSettings
+
+    if preset not in RUN_PRESETS:
+        raise IprkitError(f"unknown preset {preset!r}; choose one of {list(RUN_PRESETS)}.")
+    base = dict(RUN_PRESETS[preset])
+    user = load_layer(config, overrides)
+    if "env" in user and canonical(str(user["env"])) != canonical(base.get("env", "textworld")):
+        base.pop("env_kwargs", None)
+    return load_config(RunSettings, None, None, base=merge(base, user), where=config or "config")

@@ -283,8 +283,12 @@ class RunSettings:
     seed), e.g. a model from ``iprkit sft`` or an earlier run's ``seed0/sft/model``: tune IPR without redoing SFT.
     It is copied into the run directory, with its origin in ``sft/source.json``."""
     experts_file: str | None = None
-    """Bring your own expert trajectories (JSONL; e.g. converted from the paper's release) instead of the env's gold
-    paths; each is replayed in the env first and those that do not reproduce are reported and skipped."""
+    """Bring your own expert trajectories instead of the env's gold paths: the kit's JSONL, or the paper's release file
+    itself (IPR/ETO SFT format; ``iprkit import`` describes the mapping). Each is replayed in the env first; those that
+    do not reproduce are reported per item and skipped."""
+    release_instruction: bool = True
+    """With a release file as ``experts_file``: keep its instruction (turn 0, the paper's prompt) verbatim as the
+    env's instruction preamble, for the SFT data and every rollout alike (False: the env's own instruction)."""
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]

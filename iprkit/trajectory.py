@@ -3,9 +3,8 @@ training and evaluation.
 
 A trajectory is the instruction, the first observation, then steps; step ``i`` holds
 the agent's thought and action and the observation the env answered with. JSONL is
-the on-disk form (one trajectory a line); :func:`to_conversations` and
-:func:`from_conversations` convert to and from the IPR/ETO release format
-``[{id, conversations: [{from: human|gpt, value}]}]``.
+the on-disk form (one trajectory a line); :mod:`iprkit.release` converts to and from the
+IPR/ETO release format ``[{id, conversations: [{from: human|gpt, value}]}]``.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ from typing import Iterable
 
 from iprkit.errors import IprkitError
 from iprkit.io import read_jsonl, write_jsonl
-from iprkit.prompts import format_agent_turn, parse_agent_turn
+from iprkit.prompts import format_agent_turn
 
 
 @dataclass
@@ -113,56 +112,3 @@ def to_dataset(trajs: Iterable[Trajectory]):
         rows.append({"env": t.env, "task_id": t.task_id, "source": t.source, "final_reward": t.final_reward,
                      "success": t.success, "n_steps": len(t.steps), "messages": t.messages()})
     return Dataset.from_list(rows)
-
-
-# ---- the IPR/ETO release format -------------------------------------------------------
-
-def to_conversations(traj: Trajectory, id: str | None = None) -> dict:
-    """One trajectory in the IPR/ETO format: turn 0 the instruction, turn 1 ``OK``,
-    turn 2 the first observation, then gpt ``Thought/Action`` and human
-    ``Observation: ...`` turns. Rewards travel in extra keys, which the paper's
-    loaders ignore."""
-    conv = [{"from": "human", "value": traj.instruction}, {"from": "gpt", "value": "OK"},
-            {"from": "human", "value": traj.observation}]
-    for i, s in enumerate(traj.steps):
-        conv.append({"from": "gpt", "value": s.turn()})
-        if i < len(traj.steps) - 1:
-            conv.append({"from": "human", "value": f"Observation: {s.observation}"})
-    out = {"id": id or f"{traj.env}_{traj.task_id}", "conversations": conv,
-           "env": traj.env, "task_id": traj.task_id, "final_reward": traj.final_reward, "success": traj.success}
-    if traj.steps:
-        out["last_observation"] = traj.steps[-1].observation
-    return out
-
-
-def from_conversations(item: dict, env: str = "unknown", where: str = "item") -> Trajectory:
-    """Inverse of :func:`to_conversations`; also reads the paper's released SFT files
-    (which have only ``id`` and ``conversations``)."""
-    conv = item.get("conversations")
-    if not isinstance(conv, list) or len(conv) < 1:
-        raise IprkitError(f"{where}: needs a 'conversations' list of {{from, value}} turns (the IPR/ETO format).")
-    for k, turn in enumerate(conv):
-        if turn.get("from") not in ("human", "gpt") or "value" not in turn:
-            raise IprkitError(f"{where}: turn {k} must be {{'from': 'human'|'gpt', 'value': str}}, got {turn!r:.80}.")
-    if conv[0]["from"] != "human":
-        raise IprkitError(f"{where}: turn 0 must be the human instruction.")
-    instruction, rest = conv[0]["value"], conv[1:]
-    observation = ""
-    if len(rest) >= 2 and rest[0]["from"] == "gpt" and rest[0]["value"].strip() == "OK" and rest[1]["from"] == "human":
-        observation, rest = rest[1]["value"], rest[2:]
-    steps: list[Step] = []
-    for k, turn in enumerate(rest):
-        if turn["from"] == "gpt":
-            thought, action = parse_agent_turn(turn["value"])
-            steps.append(Step(action=action or "", thought=thought, observation=""))
-        elif steps:
-            v = turn["value"]
-            steps[-1].observation = v[len("Observation: "):] if v.startswith("Observation: ") else v
-    if steps and item.get("last_observation") is not None:
-        steps[-1].observation = item["last_observation"]
-    if steps:
-        steps[-1].done = True
-    task_id = str(item.get("task_id", item.get("id", "0")))
-    return Trajectory(env=item.get("env", env), task_id=task_id, instruction=instruction, observation=observation,
-                      steps=steps, final_reward=item.get("final_reward", item.get("reward")),
-                      success=item.get("success"), source=item.get("source", "import"))

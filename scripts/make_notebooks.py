@@ -18,13 +18,11 @@ overrides = []            # RunSettings overrides, written as on the iprkit run 
 SETUP = '''import json
 from pathlib import Path
 
-from iprkit.config import load_config
 from iprkit.layout import RunLayout, notebook_metrics
 from iprkit.loop import Runner, StopRun
-from iprkit.presets import RUN_PRESETS
-from iprkit.settings import RunSettings
+from iprkit.presets import run_settings
 
-cfg = load_config(RunSettings, None, ["methods=[sft,ipr,eto]", f"seeds=[{seed}]", *overrides], base=RUN_PRESETS[preset])
+cfg = run_settings(preset, None, ["methods=[sft,ipr,eto]", f"seeds=[{seed}]", *overrides])
 layout = RunLayout(run_dir)  # every path of the run: layout.sft(seed).model, layout.iteration(seed, "ipr", 1).pairs, ...
 Path(out_dir).mkdir(parents=True, exist_ok=True)
 

@@ -41,7 +41,7 @@ def tw_env():
     from iprkit.envs.textworld_env import TextWorldEnv
 
     env = TextWorldEnv(preset="easy", n_train=20, n_test=100)
-    env.prepare("test")
+    env.prepare("test", limit=40)  # the rest is generated on first use (the slow tier replays all 100)
     yield env
     env.close()
 

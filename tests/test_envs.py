@@ -7,6 +7,7 @@ import re
 import pytest
 
 from iprkit.envs.base import StepResult
+from iprkit.errors import IprkitError
 from iprkit.experts import expert_trajectories
 
 
@@ -40,6 +41,7 @@ def _assert_deterministic(env, split, n, tasks=None):
 
 # -- TextWorld ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_textworld_expert_replay_wins_every_test_game(tw_env):
     ids = tw_env.task_ids("test")
     trajs, failures = expert_trajectories(tw_env, ids, progress=False)
@@ -74,7 +76,7 @@ def test_textworld_splits_are_disjoint_seed_ranges(tw_env):
 
 
 def test_textworld_replay_is_deterministic(tw_env):
-    _assert_deterministic(tw_env, "test", 50)
+    _assert_deterministic(tw_env, "test", 40)
 
 
 def test_textworld_snapshot_matches_replay(tw_env):
@@ -153,3 +155,39 @@ def test_sql_gold_scoring_reproduces_intercode_mean(sql_env):
 
 def test_sql_replay_is_deterministic(sql_env):
     _assert_deterministic(sql_env, "test", 10)
+
+
+@pytest.mark.parametrize("kwargs,family", [
+    ({"rooms": 4, "objects": 8, "quest_length": 4}, "r4-o8-q4"),
+    pytest.param({"preset": "tw-simple"}, "tw-simple", marks=pytest.mark.slow),
+    pytest.param({"preset": "tw-coin_collector", "challenge_settings": {"level": 5}}, "tw-coin_collector-level5",
+                 marks=pytest.mark.slow),
+    pytest.param({"preset": "tw-treasure_hunter", "challenge_settings": {"level": 3}}, "tw-treasure_hunter-level3",
+                 marks=pytest.mark.slow),
+    pytest.param({"preset": "tw-cooking"}, "tw-cooking-go1-recipe1", marks=pytest.mark.slow),
+])
+def test_textworld_families_generate_games_whose_experts_win(tmp_path, kwargs, family):
+    from iprkit.envs.textworld_env import TextWorldEnv
+
+    with TextWorldEnv(n_train=2, n_test=2, game_dir=tmp_path, **kwargs) as env:
+        ids = env.task_ids("train") + env.task_ids("test")
+        assert ids[0] == f"{family}-0" and ids[-1] == f"{family}-1000001"  # the family names its task ids
+        env.prepare("train")
+        trajs, failures = expert_trajectories(env, ids, progress=False)
+    assert not failures and all(t.success and t.final_reward == 1.0 for t in trajs)
+    assert sorted(p.name for p in tmp_path.glob("*.z8")) == ["0.z8", "1.z8", "1000000.z8", "1000001.z8"]
+
+
+def test_textworld_family_settings_are_checked():
+    from iprkit.envs.textworld_env import TextWorldEnv
+
+    with pytest.raises(IprkitError, match=r"train seeds 0..1199 and test seeds 1000..1099 overlap"):
+        TextWorldEnv(n_train=1200, test_start=1000)
+    with pytest.raises(IprkitError, match="tw-coin_collector has no setting"):
+        TextWorldEnv(preset="tw-coin_collector", challenge_settings={"levels": 2})
+    with pytest.raises(IprkitError, match=r"rooms=\[5, 2\]; give a count"):
+        TextWorldEnv(rooms=[5, 2])
+    with pytest.raises(IprkitError, match="makes its own worlds"):
+        TextWorldEnv(preset="tw-cooking", rooms=3)
+    a, b = TextWorldEnv(rooms=4), TextWorldEnv(rooms=5)
+    assert not set(a.task_ids("train")) & set(b.task_ids("train"))  # two families never share a task id

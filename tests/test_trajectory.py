@@ -6,8 +6,8 @@ import pytest
 
 from iprkit.errors import IprkitError
 from iprkit.prompts import format_agent_turn, parse_agent_turn
-from iprkit.trajectory import (Step, Trajectory, from_conversations, load_trajectories, save_trajectories,
-                               to_conversations, to_dataset)
+from iprkit.release import from_conversations, to_conversations
+from iprkit.trajectory import Step, Trajectory, load_trajectories, save_trajectories, to_dataset
 
 
 def _traj(n=3):

@@ -42,10 +42,12 @@ class ALFWorldEnv(Env):
     test_splits = ("valid_seen", "valid_unseen")
     max_steps = 20
     option_docs = {"data_dir": "folder holding json_2.1.1/ (default: $ALFWORLD_DATA)",
-                   "max_steps": "step limit of an episode (the paper: 20)"}
+                   "max_steps": "step limit of an episode (the paper: 20)",
+                   "preamble": "text in place of the instruction's preamble (e.g. the paper's prompt from its release)"}
+    preamble = INSTRUCTION
 
-    def __init__(self, data_dir: str | Path | None = None, max_steps: int = 20):
-        super().__init__()
+    def __init__(self, data_dir: str | Path | None = None, max_steps: int = 20, preamble: str | None = None):
+        super().__init__(preamble)
         self.root = alfworld_root(data_dir)
         self.max_steps = max_steps
         self._env, self._loaded, self._games = None, None, {}
@@ -67,6 +69,19 @@ class ALFWorldEnv(Env):
     def expert(self, task_id: str) -> list[str]:
         self.check_task(task_id)
         return list(self._game(task_id)["walkthrough"])
+
+    def release_task_id(self, item: dict) -> str | None:
+        """The release's ``game_file`` (``.../json_2.1.1/<split>/<task>/<trial>/game.tw-pddl``, any prefix) as a
+        task id; else the kit's own ``task_id``."""
+        game = str(item.get("game_file") or "")
+        if game:
+            rel = game.replace("\\", "/").split("json_2.1.1/")[-1].removesuffix("/game.tw-pddl").strip("/")
+            return rel if self.has_task(rel) else None
+        return super().release_task_id(item)
+
+    @classmethod
+    def release_fields(cls, task_id: str) -> dict:
+        return {"game_file": f"json_2.1.1/{task_id}/game.tw-pddl"}
 
     def _reset(self, task_id: str) -> tuple[str, str]:
         import textworld

@@ -33,7 +33,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from iprkit.errors import EpisodeOverError, UnknownTaskError
+from iprkit.errors import EpisodeOverError, IprkitError, UnknownTaskError
 
 
 @dataclass
@@ -60,10 +60,15 @@ class Env(ABC):
     """Whether :meth:`snapshot`/:meth:`restore` work."""
     option_docs: ClassVar[dict[str, str]] = {}
     """One line per constructor option, for ``iprkit envs`` (defaults come from the signature)."""
+    preamble: ClassVar[str] = ""
+    """The fixed text every instruction of this env starts with (the task's own part follows). An env built with
+    ``preamble=TEXT`` puts TEXT there instead: the paper's prompt, kept verbatim from an imported release."""
     max_steps: int = 30
     """Step limit of an episode (``info['truncated']`` when reached)."""
 
-    def __init__(self) -> None:
+    def __init__(self, preamble: str | None = None) -> None:
+        self.preamble_override = preamble
+        """Replaces :attr:`preamble` at the start of every instruction (None: the env's own)."""
         self.admissible_commands: list[str] = []
         """The actions the env accepts in the current state, where it knows them (else empty)."""
         self._task: str | None = None
@@ -98,6 +103,22 @@ class Env(ABC):
         The kit builds copies as ``make_env(name, **kwargs, **env.shared_kwargs())``."""
         return {}
 
+    def release_task_id(self, item: dict) -> str | None:
+        """The task an item of the IPR/ETO release format belongs to (None: no task of this env). The default
+        reads the kit's own ``task_id`` field (what :func:`iprkit.release.to_conversations` writes); adapters
+        map the paper's own keys (ALFWorld's ``game_file``, a SQL question)."""
+        task = item.get("task_id")
+        return str(task) if task is not None and self.has_task(str(task)) else None
+
+    @classmethod
+    def release_fields(cls, task_id: str) -> dict:
+        """Keys the paper's release format carries for a task beyond ``id`` and ``conversations`` (ALFWorld:
+        ``game_file``), written on export."""
+        return {}
+
+    def has_task(self, task_id: str) -> bool:
+        return any(task_id in self._task_set(s) for s in self.splits)
+
     def entities(self, task_id: str) -> dict[str, str] | None:
         """The task's named entities, ``{name: kind}``, where the env knows them (used to
         rename entities in training copies, see ``iprkit.augment``); None otherwise."""
@@ -110,9 +131,8 @@ class Env(ABC):
 
     def check_task(self, task_id: str) -> None:
         """Raise a clear error for a task id no split holds."""
-        for s in self.splits:
-            if task_id in self._task_set(s):
-                return
+        if self.has_task(task_id):
+            return
         raise UnknownTaskError(
             f"{self.name}: unknown task id {task_id!r}. List valid ids with env.task_ids(split) "
             f"for split in {list(self.splits)}.")
@@ -128,6 +148,11 @@ class Env(ABC):
         task_id = str(task_id)
         self.check_task(task_id)
         instruction, obs = self._reset(task_id)
+        if self.preamble_override is not None:
+            if not instruction.startswith(self.preamble):
+                raise IprkitError(f"{self.name}: cannot replace the instruction's preamble: the env's instruction does "
+                                  f"not start with its declared preamble {self.preamble[:40]!r}.")
+            instruction = self.preamble_override + instruction[len(self.preamble):]
         self._task, self._t, self._done, self._reward, self._won = task_id, 0, False, 0.0, False
         return instruction, obs
 

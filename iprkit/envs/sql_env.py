@@ -134,11 +134,13 @@ class SqlEnv(Env):
         "max_rows": "most rows a statement may return",
         "max_steps": "step limit of an episode",
         "obs_chars": "longest observation in characters (longer results are cut)",
+        "preamble": "text in place of the instruction's opening (e.g. the paper's prompt from its release)",
     }
+    preamble = INSTRUCTION.split("Database `")[0]
 
     def __init__(self, data_dir: str | Path | None = None, url: str | None = None, timeout_s: float = 5.0,
-                 max_rows: int = 10_000, max_steps: int = 10, obs_chars: int = 1500):
-        super().__init__()
+                 max_rows: int = 10_000, max_steps: int = 10, obs_chars: int = 1500, preamble: str | None = None):
+        super().__init__(preamble)
         root = sql_data_dir(data_dir)
         self.tasks_path = root / "spider" / "ic_spider_dev.json"
         self.tasks = json.loads(self.tasks_path.read_text())
@@ -161,6 +163,18 @@ class SqlEnv(Env):
     def task_ids(self, split: str) -> list[str]:
         self.check_split(split)
         return [str(i) for i, t in enumerate(self.tasks) if (t["db"] in TEST_DBS) == (split == "test")]
+
+    def release_task_id(self, item: dict) -> str | None:
+        """The kit's own ``task_id``, else the task whose question the item's human turns quote."""
+        if (own := super().release_task_id(item)) is not None:
+            return own
+        if "_by_question" not in self.__dict__:
+            self._by_question = {}
+            for i, t in enumerate(self.tasks):
+                self._by_question.setdefault(t["query"].strip(), str(i))
+        text = "\n".join(turn.get("value", "") for turn in item.get("conversations", []) if turn.get("from") == "human")
+        hits = [tid for q, tid in self._by_question.items() if q and q in text]
+        return max(hits, key=lambda tid: len(self.tasks[int(tid)]["query"])) if hits else None
 
     def task(self, task_id: str) -> dict:
         return self.tasks[int(task_id)]

@@ -44,8 +44,82 @@ PRESETS = {
     "medium": TextWorldPreset(rooms=(4, 6), objects=(6, 10), quest_length=(4, 6), max_steps=25),
     "hard": TextWorldPreset(rooms=(6, 10), objects=(10, 20), quest_length=(6, 10), max_steps=40),
 }
+CHALLENGES = {
+    # TextWorld's own challenge games (``tw-make <name>``): name -> (default settings, step limit)
+    "tw-simple": ({"rewards": "dense", "goal": "detailed", "test": False}, 50),
+    "tw-coin_collector": ({"level": 1}, 50),
+    "tw-treasure_hunter": ({"level": 1}, 50),
+    "tw-cooking": ({"recipe": 1, "take": 1, "go": 1, "open": True, "cook": False, "cut": False, "drop": False,
+                    "recipe_seed": 0, "split": "train"}, 50),
+}
+"""TextWorld's challenge games and the settings each takes (``challenge_settings`` overrides them)."""
 TEST_SEED_OFFSET = 1_000_000
-"""Test seeds start here; train seeds start at 0. The ranges never meet."""
+"""Test seeds start here by default; train seeds start at 0. The ranges never meet."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """How the games of an env are made: sizes drawn per seed, or one of TextWorld's challenges."""
+
+    name: str
+    """Names the family in task ids (``easy-5``, ``r4-o8-q4-5``, ``tw-cooking-r1-t1-g1-open-5``) and the cache."""
+    sizes: TextWorldPreset | None = None
+    challenge: str | None = None
+    settings: tuple = ()
+    """The challenge's settings, as sorted (key, value) pairs."""
+
+    def make(self, seed: int):
+        """The game (not compiled) of one seed."""
+        import textworld
+        from textworld.generator import make_game
+
+        opt = textworld.GameOptions()
+        opt.seeds = seed
+        if self.challenge:
+            import textworld.challenges
+
+            return textworld.challenges.CHALLENGES[self.challenge][1](dict(self.settings), opt), opt
+        rng = random.Random(seed)
+        opt.nb_rooms = rng.randint(*self.sizes.rooms)
+        opt.nb_objects = rng.randint(*self.sizes.objects)
+        opt.quest_length = rng.randint(*self.sizes.quest_length)
+        return make_game(opt), opt
+
+
+def family(preset: str = "easy", rooms=None, objects=None, quest_length=None, challenge_settings=None) -> Family:
+    """The family of games an env's settings describe; bad settings get an error naming them."""
+    def span(name, v, default):
+        if v is None:
+            return default
+        lo, hi = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None)
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+            raise IprkitError(f"textworld: {name}={v!r}; give a count (e.g. {name}=4) or a range [min, max] of counts >= 1.")
+        return lo, hi
+
+    if preset in CHALLENGES:
+        if rooms or objects or quest_length:
+            raise IprkitError(f"textworld: {preset} makes its own worlds; rooms/objects/quest_length apply to the "
+                              f"sized presets {list(PRESETS)} only (use challenge_settings, e.g. level).")
+        defaults = CHALLENGES[preset][0]
+        unknown = sorted(set(challenge_settings or {}) - set(defaults))
+        if unknown:
+            raise IprkitError(f"textworld: {preset} has no setting(s) {unknown}; its settings: {defaults}.")
+        settings = {**defaults, **(challenge_settings or {})}
+        changed = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in sorted(settings.items())
+                           if v != defaults[k] or k in ("level", "recipe", "go"))  # what sets the family apart
+        return Family(f"{preset}-{changed}" if changed else preset, challenge=preset, settings=tuple(sorted(settings.items())))
+    if preset not in PRESETS:
+        raise IprkitError(f"textworld: unknown preset {preset!r}; choose one of {list(PRESETS) + list(CHALLENGES)}.")
+    if challenge_settings:
+        raise IprkitError(f"textworld: challenge_settings apply to {list(CHALLENGES)}, not to preset {preset!r}.")
+    base = PRESETS[preset]
+    if rooms is None and objects is None and quest_length is None:
+        return Family(preset, sizes=base)
+    sizes = TextWorldPreset(span("rooms", rooms, base.rooms), span("objects", objects, base.objects),
+                            span("quest_length", quest_length, base.quest_length), base.max_steps)
+    tag = lambda a, r: f"{a}{r[0]}" if r[0] == r[1] else f"{a}{r[0]}_{r[1]}"
+    return Family("-".join([tag("r", sizes.rooms), tag("o", sizes.objects), tag("q", sizes.quest_length)]), sizes=sizes)
+
 
 _STATUS = re.compile(r"\n?>\s*(-= .*? =-\s*\d+/\d+)?\s*$")
 _END = re.compile(r"\s*\*\*\* The End \*\*\*.*", re.DOTALL)
@@ -60,24 +134,17 @@ def _clean(text: str) -> str:
     return f"{text}\n*** The End ***".strip() if ended else text
 
 
-def generate_game(preset: str, seed: int, out_dir: Path) -> Path:
+def generate_game(fam: Family | str, seed: int, out_dir: Path) -> Path:
     """Generate and compile one game with TextWorld's generator; return the .z8 path.
     Written to a temp folder and moved into place, so a killed run leaves no half game."""
-    import textworld
-    from textworld.generator import compile_game, make_game
+    from textworld.generator import compile_game
 
-    p = PRESETS[preset]
-    rng = random.Random(seed)
-    opt = textworld.GameOptions()
-    opt.seeds = seed
-    opt.nb_rooms = rng.randint(*p.rooms)
-    opt.nb_objects = rng.randint(*p.objects)
-    opt.quest_length = rng.randint(*p.quest_length)
+    fam = family(fam) if isinstance(fam, str) else fam
     target = out_dir / f"{seed}.z8"
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        game, opt = fam.make(seed)
         opt.path = str(Path(tmp) / f"{seed}.z8")
         opt.force_recompile = True
-        game = make_game(opt)
         compile_game(game, opt)
         shutil.move(str(Path(tmp) / f"{seed}.json"), out_dir / f"{seed}.json")
         shutil.move(opt.path, target)
@@ -85,32 +152,51 @@ def generate_game(preset: str, seed: int, out_dir: Path) -> Path:
 
 
 class TextWorldEnv(Env):
-    """TextWorld games of one difficulty preset, generated from seeds."""
+    """TextWorld games of one family (a difficulty preset, custom sizes or a challenge), generated from seeds."""
 
     name = "textworld"
     splits = ("train", "test")
     test_splits = ("test",)
     can_snapshot = True
     option_docs = {
-        "preset": f"difficulty family: {', '.join(PRESETS)}",
-        "n_train": "train games (seeds 0 .. n_train-1)",
-        "n_test": f"test games (seeds {TEST_SEED_OFFSET:,} ..)",
-        "max_steps": "step limit of an episode (default: the preset's)",
-        "game_dir": "folder of compiled games (default: $IPRKIT_CACHE/textworld/<preset>)",
+        "preset": f"family: a sized preset ({', '.join(PRESETS)}) or a TextWorld challenge ({', '.join(CHALLENGES)})",
+        "n_train": "train games (seeds train_start ..)",
+        "n_test": "test games (seeds test_start ..)",
+        "max_steps": "step limit of an episode (default: the family's)",
+        "game_dir": "folder of compiled games (default: $IPRKIT_CACHE/textworld/<family>)",
         "thoughts": "expert thoughts: template, or quote (the task sentence each action carries out)",
+        "rooms": "rooms per game: a count or [min, max] (sized presets; overrides the preset's range)",
+        "objects": "objects per game: a count or [min, max]",
+        "quest_length": "actions in the winning quest: a count or [min, max]",
+        "challenge_settings": "a challenge's settings, e.g. {level: 5} or {recipe: 2, cook: true} (see CHALLENGES)",
+        "train_start": "first train seed",
+        "test_start": f"first test seed (default {TEST_SEED_OFFSET:,}); the two seed ranges may not overlap",
+        "workers": "processes generating games in parallel",
+        "preamble": "text in place of the instruction's opening sentence (e.g. an imported release's prompt)",
     }
+    preamble = "You are playing a text adventure game. "
 
     def __init__(self, preset: str = "easy", n_train: int = 800, n_test: int = 100,
-                 max_steps: int | None = None, game_dir: str | Path | None = None, thoughts: str = "template"):
-        super().__init__()
+                 max_steps: int | None = None, game_dir: str | Path | None = None, thoughts: str = "template",
+                 rooms: int | list | None = None, objects: int | list | None = None, quest_length: int | list | None = None,
+                 challenge_settings: dict | None = None, train_start: int = 0, test_start: int = TEST_SEED_OFFSET,
+                 workers: int = 2, preamble: str | None = None):
+        super().__init__(preamble)
         if thoughts not in ("template", "quote"):
             raise IprkitError(f"textworld: thoughts={thoughts!r}; choose 'template' or 'quote'.")
         self.thoughts = thoughts
-        if preset not in PRESETS:
-            raise IprkitError(f"textworld: unknown preset {preset!r}; choose one of {list(PRESETS)}.")
+        self.family = family(preset, rooms, objects, quest_length, challenge_settings)
+        for name, v in (("n_train", n_train), ("n_test", n_test), ("train_start", train_start), ("test_start", test_start)):
+            if not isinstance(v, int) or v < 0:
+                raise IprkitError(f"textworld: {name}={v!r}; give a whole number >= 0.")
+        if train_start < test_start + n_test and test_start < train_start + n_train:
+            raise IprkitError(f"textworld: train seeds {train_start}..{train_start + n_train - 1} and test seeds "
+                              f"{test_start}..{test_start + n_test - 1} overlap: train would see test games. Use fewer "
+                              f"games, or move test_start past {train_start + n_train - 1}.")
         self.preset, self.n_train, self.n_test = preset, n_train, n_test
-        self.max_steps = max_steps or PRESETS[preset].max_steps
-        self.game_dir = Path(game_dir) if game_dir else cache_dir("textworld", preset)
+        self.train_start, self.test_start, self.workers = train_start, test_start, workers
+        self.max_steps = max_steps or (self.family.sizes.max_steps if self.family.sizes else CHALLENGES[preset][1])
+        self.game_dir = Path(game_dir) if game_dir else cache_dir("textworld", self.family.name)
         self.game_dir.mkdir(parents=True, exist_ok=True)
         self._env = None
         self._loaded: str | None = None
@@ -118,13 +204,13 @@ class TextWorldEnv(Env):
     # -- tasks -----------------------------------------------------------------
     def task_ids(self, split: str) -> list[str]:
         self.check_split(split)
-        start, n = (0, self.n_train) if split == "train" else (TEST_SEED_OFFSET, self.n_test)
-        return [f"{self.preset}-{s}" for s in range(start, start + n)]
+        start, n = (self.train_start, self.n_train) if split == "train" else (self.test_start, self.n_test)
+        return [f"{self.family.name}-{s}" for s in range(start, start + n)]
 
     def _seed(self, task_id: str) -> int:
         pre, _, seed = task_id.rpartition("-")
-        if pre != self.preset or not seed.isdigit():
-            raise UnknownTaskError(f"textworld: task id {task_id!r} is not of the form '{self.preset}-<seed>'.")
+        if pre != self.family.name or not seed.isdigit():
+            raise UnknownTaskError(f"textworld: task id {task_id!r} is not of the form '{self.family.name}-<seed>'.")
         return int(seed)
 
     def game_path(self, task_id: str) -> Path:
@@ -132,19 +218,19 @@ class TextWorldEnv(Env):
         seed = self._seed(task_id)
         path = self.game_dir / f"{seed}.z8"
         if not (path.exists() and path.with_suffix(".json").exists()):
-            generate_game(self.preset, seed, self.game_dir)
+            generate_game(self.family, seed, self.game_dir)
         return path
 
-    def prepare(self, split: str, limit: int | None = None, workers: int = 2) -> None:
-        """Generate (or find cached) every game of a split, ``workers`` at a time, with a
+    def prepare(self, split: str, limit: int | None = None) -> None:
+        """Generate (or find cached) every game of a split, ``workers`` processes at a time, with a
         progress bar."""
         seeds = [self._seed(t) for t in self.task_ids(split)[:limit]]
-        missing = [s for s in seeds if not (self.game_dir / f"{s}.json").exists()]
+        missing = [s for s in seeds if not (self.game_dir / f"{s}.z8").exists()]
         if not missing:
             return
-        bar = tqdm(total=len(missing), desc=f"textworld {self.preset} {split}: generating games")
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-            for _ in pool.map(generate_game, [self.preset] * len(missing), missing, [self.game_dir] * len(missing)):
+        bar = tqdm(total=len(missing), desc=f"textworld {self.family.name} {split}: generating games")
+        with ProcessPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            for _ in pool.map(generate_game, [self.family] * len(missing), missing, [self.game_dir] * len(missing)):
                 bar.update()
         bar.close()
 
@@ -184,7 +270,7 @@ class TextWorldEnv(Env):
         # the first feedback is banner + objective + room; the room starts at its "-= Name =-" header
         room = re.search(r"^-= .+? =-$", gs.feedback, re.MULTILINE)
         first = gs.feedback[room.start():] if room else gs.feedback.split(objective, 1)[-1]
-        instruction = f"You are playing a text adventure game. Your task: {objective}"
+        instruction = f"{TextWorldEnv.preamble}Your task: {objective}"
         return instruction, _clean(first)
 
     def _step(self, action: str):
