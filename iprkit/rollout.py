@@ -104,7 +104,8 @@ class RolloutEngine:
         results: list[Trajectory | None] = [None] * len(specs)
         queue = list(range(len(specs)))[::-1]
         live: dict[int, dict] = {}  # slot -> episode
-        free = list(range(self.max_live))[::-1]
+        cap = min(self.max_live, self._env(0).max_instances or self.max_live)  # an env may hold a process per copy
+        free = list(range(cap))[::-1]
         bar = tqdm(total=len(specs), desc=desc, disable=not progress, leave=False)
         tick = 0
         self._runs += 1

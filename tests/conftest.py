@@ -124,3 +124,13 @@ def smoke_run(tmp_path_factory):
         return out, runner.run()
     finally:
         runner.close()
+
+
+@pytest.fixture(scope="session")
+def textcraft():
+    """AgentGym's real TextCraft env server (unmodified), on loopback for the session."""
+    from servers import TextCraftServer
+
+    server = TextCraftServer().start()
+    yield server
+    server.stop()

@@ -65,6 +65,9 @@ class Env(ABC):
     ``preamble=TEXT`` puts TEXT there instead: the paper's prompt, kept verbatim from an imported release."""
     max_steps: int = 30
     """Step limit of an episode (``info['truncated']`` when reached)."""
+    max_instances: ClassVar[int | None] = None
+    """Most copies of this env alive at once (each may hold a process, such as a JVM): the rollout engine keeps
+    no more live episodes than this (None: no limit of the env's own)."""
 
     def __init__(self, preamble: str | None = None) -> None:
         self.preamble_override = preamble

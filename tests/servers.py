@@ -1,0 +1,77 @@
+"""Outside servers the tests run for real, each in its own process on loopback, started and stopped by PID.
+
+- AgentGym's TextCraft env server (``../shared/third_party/agentgym-textcraft``, unmodified), in a venv of its
+  own under ``.cache/venvs`` (built on first use from the package registry: fastapi, uvicorn, gymnasium, numpy).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTCRAFT = Path(os.environ.get("TEXTCRAFT_DIR") or REPO.parent / "shared" / "third_party" / "agentgym-textcraft")
+VENVS = REPO / ".cache" / "venvs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv(name: str, packages: list[str]) -> Path:
+    """The python of a venv holding ``packages`` (made once; a half-made venv is made again)."""
+    root = VENVS / name
+    py, stamp = root / "bin" / "python", root / ".ready"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"could not install {packages} into {root}:\n{r.stderr[-2000:]}")
+        stamp.write_text(json.dumps(packages))
+    return py
+
+
+class TextCraftServer:
+    """AgentGym's TextCraft server on a loopback port."""
+
+    def __init__(self, port: int | None = None):
+        if not (TEXTCRAFT / "agentenv_textcraft").is_dir():
+            raise RuntimeError(f"{TEXTCRAFT} is missing: the AgentGym TextCraft server (see shared/third_party/README.md)")
+        self.python = venv("agentgym-textcraft", ["fastapi", "uvicorn", "gymnasium", "numpy"])
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "TextCraftServer":
+        # it reads its recipes from ./agentenv_textcraft/, so it runs in its own folder (read-only: no bytecode)
+        self.proc = subprocess.Popen([str(self.python), "-m", "uvicorn", "agentenv_textcraft:app", "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--log-level", "warning"], cwd=TEXTCRAFT,
+                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"TextCraft server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=2).read()
+                return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"TextCraft server did not answer on {self.url} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # by PID, never by name
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
