@@ -27,6 +27,20 @@ def test_textcraft_experts_replay_to_success(textcraft):
         assert not r.done and "Could not" in r.observation and env.final_reward() == 0.0
 
 
+def test_the_servers_extras_are_read_after_every_step(textcraft):
+    """``actions_path`` reads a server extra into admissible_commands (a JSON list, or text one item a line).
+    TextCraft has no list of actions (its /commands route is broken: HTTP 500, reported as such), so this reads
+    its /observation extra, whose lines must be what reset and step answered."""
+    with make_env("agentgym", url=textcraft.url, actions_path="/observation") as env:
+        _, obs = env.reset("textcraft-3")
+        assert env.admissible_commands == [line.strip() for line in obs.splitlines() if line.strip()]
+        r = env.step("inventory")
+        assert env.admissible_commands == [r.observation.strip()]
+    with make_env("agentgym", url=textcraft.url, actions_path="/commands") as env:
+        with pytest.raises(IprkitError, match="GET /commands answered HTTP 500"):
+            env.reset("textcraft-3")
+
+
 def test_experts_cli_over_http(textcraft, tmp_path):
     r = run_cli("experts", "--env", "agentgym", "--env-opt", f"url={textcraft.url}", "--split", "test",
                 "--limit", "10", "--out", str(tmp_path / "tc.jsonl"))

@@ -6,7 +6,7 @@ ALFWorld, BabyAI, SciWorld, ...) from a FastAPI server with one protocol:
     POST /create {}                     -> {"id": N, "observation": ...}   (a new env instance)
     POST /reset  {"id": N, "data_idx": i} -> {"observation": ..., "done": false, "reward": 0}
     POST /step   {"id": N, "action": a}   -> {"observation": ..., "reward": r, "done": d}
-    GET  /observation?id=N, POST /close {"id": N}, and env-specific extras (/commands, /goal, ...)
+    GET  /observation?id=N, POST /close {"id": N}, and env-specific extras (/available_actions, /commands, ...)
 
 Each adapter instance holds one server-side env (created on first use, closed on ``close``);
 task ``<env_name>-<i>`` is the server's data index ``i``. A server that cannot be reached,
@@ -55,6 +55,8 @@ class AgentGymEnv(Env):
         "test_start": "first test data index (the two ranges may not overlap)",
         "max_steps": "step limit of an episode",
         "timeout_s": "seconds to wait for one answer of the server",
+        "actions_path": "the server's extra that lists the actions available now (e.g. /available_actions; TextCraft: "
+                        "/commands), read after every reset and step into admissible_commands (None: not read)",
         "preamble": "text in place of the instruction's opening (e.g. the paper's prompt from its release)",
     }
     preamble = ""
@@ -62,7 +64,7 @@ class AgentGymEnv(Env):
 
     def __init__(self, url: str | None = None, env_name: str = "textcraft", n_train: int = 100, n_test: int = 50,
                  train_start: int = 50, test_start: int = 0, max_steps: int = 30, timeout_s: float = 30.0,
-                 preamble: str | None = None):
+                 actions_path: str | None = None, preamble: str | None = None):
         super().__init__(preamble)
         if not url or not re.match(r"^https?://[^/]+", str(url)):
             raise IprkitError(f"agentgym: url={url!r}; give the env server's base URL, e.g. env_kwargs.url="
@@ -71,6 +73,7 @@ class AgentGymEnv(Env):
             raise IprkitError(f"agentgym: train indices {train_start}..{train_start + n_train - 1} and test indices "
                               f"{test_start}..{test_start + n_test - 1} overlap; move train_start or test_start.")
         self.url, self.env_name, self.timeout_s, self.max_steps = str(url).rstrip("/"), env_name, timeout_s, max_steps
+        self.actions_path = actions_path
         self.n_train, self.n_test, self.train_start, self.test_start = n_train, n_test, train_start, test_start
         self.preamble = PREAMBLES.get(env_name, "")  # what a release's prompt replaces
         self._id: int | None = None
@@ -133,13 +136,23 @@ class AgentGymEnv(Env):
         obs = str(out.get("observation", ""))
         self._score = float(out.get("reward") or 0.0)
         goal = re.search(r"Goal: .*", obs)
+        self._read_actions()
         return self.preamble + (goal[0] if goal else ""), obs
+
+    def _read_actions(self) -> None:
+        """The server's list of available actions (a JSON list, or text with one action a line), if it has one."""
+        if self.actions_path:
+            out = self._call("GET", self.actions_path, query={"id": self._instance()})
+            lines = out if isinstance(out, list) else str(out).splitlines()
+            self.admissible_commands = [str(a).strip() for a in lines if str(a).strip()]
 
     def _step(self, action: str):
         out = self._call("POST", "/step", {"id": self._instance(), "action": action})
         self._score = max(0.0, min(1.0, self._score + float(out.get("reward") or 0.0)))
         done = bool(out.get("done"))
         obs = out.get("observation", out.get("state", ""))
+        if not done:
+            self._read_actions()
         return str(obs), self._score, done, done and self._score >= 1.0, {}
 
     def close(self) -> None:
