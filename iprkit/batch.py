@@ -27,15 +27,57 @@ from iprkit.layout import BatchLayout, notebook_metrics
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+def split_values(text: str) -> list[str]:
+    """``1,3,[0,1],{a: 1}`` -> the values, split on commas outside brackets and braces."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{(" and 1 or (-1 if ch in "]})" else 0)
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
 def grid_points(grid: list[str]) -> list[dict]:
-    """``["mc.n=1,3", "dpo.beta=0.1,0.5"]`` -> every combination as {key: value}."""
+    """``["mc.n=1,3", "seeds=[0,1],[2]"]`` -> every combination as {key: value}."""
     axes = []
     for g in grid or []:
         key, sep, vals = g.partition("=")
-        if not sep or not vals:
-            raise IprkitError(f"--grid {g!r}: expected KEY=V1,V2,... (for example mc.n=1,3,5).")
-        axes.append([(key.strip(), yaml.safe_load(v)) for v in vals.split(",")])
+        if not sep or not vals or not key.strip():
+            raise IprkitError(f"--grid {g!r}: expected KEY=V1,V2,... (for example mc.n=1,3,5 or 'seeds=[0,1],[2]').")
+        try:
+            axes.append([(key.strip(), yaml.safe_load(v)) for v in split_values(vals)])
+        except yaml.YAMLError as e:
+            raise IprkitError(f"--grid {g!r}: a value is not valid YAML ({str(e).splitlines()[0]}).") from None
     return [dict(c) for c in itertools.product(*axes)] if axes else [{}]
+
+
+def point_overrides(point: dict) -> list[str]:
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
+
+
+def load_params(path: str | None) -> dict:
+    """The notebook parameters of ``--params FILE`` (YAML), checked."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise IprkitError(f"--params {p}: no such file.")
+    try:
+        params = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise IprkitError(f"--params {p}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    if not isinstance(params, dict):
+        raise IprkitError(f"--params {p}: must be a mapping of notebook parameters (e.g. seed: 0, overrides: [...]).")
+    unknown = sorted(set(params) - {"seed", "overrides"})
+    if unknown:
+        raise IprkitError(f"--params {p}: unknown parameter(s) {unknown}; the notebooks take seed and overrides "
+                          "(preset, run_dir and out_dir are set by the batch).")
+    if not isinstance(params.get("overrides", []), list):
+        raise IprkitError(f"--params {p}: overrides must be a list of KEY=VALUE strings.")
+    return params
 
 
 def point_name(point: dict) -> str:
@@ -68,11 +110,18 @@ def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, gr
         srcs = [s for s in srcs if any(s.stem.startswith(n) for n in notebooks)]
     if not srcs:
         raise IprkitError(f"no notebooks found in {NOTEBOOK_DIR} (filter {notebooks}).")
+    points = grid_points(grid)
+    from iprkit.presets import run_settings
+
+    for point in points:  # every grid point's settings are checked before any kernel starts
+        try:
+            run_settings(preset, None, point_overrides(point) + list((params or {}).get("overrides", [])))
+        except IprkitError as e:
+            raise IprkitError(f"grid point {point_name(point)}: {e}") from None
     rows = []
-    for point in grid_points(grid):
+    for point in points:
         run = layout.point(point_name(point))
-        overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
-        overrides += list((params or {}).get("overrides", []))
+        overrides = point_overrides(point) + list((params or {}).get("overrides", []))
         failed = None
         for src in srcs:
             nb_out, dst = layout.notebook_out(run, src.stem), layout.notebook(run, src.stem)

@@ -14,6 +14,20 @@ from pathlib import Path
 from iprkit.errors import IprkitError
 
 
+def whole(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with a message saying so."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{v} is too small: give a whole number >= {minimum}")
+        return v
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
 def _value(v: str):
     import yaml
 
@@ -167,15 +181,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    import yaml
+    from iprkit.batch import batch, load_params
 
-    from iprkit.batch import batch
-
-    params = {}
-    if args.params:
-        params = yaml.safe_load(Path(args.params).read_text()) or {}
-        if not isinstance(params, dict):
-            raise IprkitError(f"{args.params}: must be a mapping of notebook parameters.")
+    params = load_params(args.params)
     summary = batch(args.out, args.preset, params, args.grid, args.notebooks, args.timeout)
     from iprkit.layout import BatchLayout
 
@@ -276,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experts", help="write an env's expert trajectories as JSONL")
     add_env_args(p)
     p.add_argument("--split", default="train", help="split name (textworld/sql: train, test; alfworld: train, valid_seen, valid_unseen)")
-    p.add_argument("--limit", type=int, help="only the first N tasks of the split")
+    p.add_argument("--limit", type=whole(1), help="only the first N tasks of the split")
     p.add_argument("--out", required=True, help="output .jsonl file")
     p.set_defaults(func=cmd_experts)
 
@@ -309,10 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of SFTSettings fields")
     p.add_argument("--experts", help="expert trajectories (.jsonl); default: generated from --env's --split")
     p.add_argument("--split", default="train", help="split to take expert trajectories from")
-    p.add_argument("--limit", type=int, help="only the first N tasks")
+    p.add_argument("--limit", type=whole(1), help="only the first N tasks")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and dropout")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=whole(0), default=0, help="seed of initialisation, data order and dropout")
+    p.add_argument("--threads", type=whole(1), default=2, help="torch CPU threads")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-3")
     p.set_defaults(func=cmd_sft)
 
@@ -321,10 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_args(p)
     p.add_argument("--model", required=True, help="model folder, hub id, or 'random' (random admissible actions)")
     p.add_argument("--split", help="split to evaluate (default: the env's test splits, each reported apart)")
-    p.add_argument("--limit", type=int, help="only the first N tasks of each split")
+    p.add_argument("--limit", type=whole(1), help="only the first N tasks of each split")
     p.add_argument("--config", help="YAML file of GenerationSettings fields")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--threads", type=whole(1), default=2, help="torch CPU threads")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="generation overrides, e.g. max_new_tokens=64")
     p.set_defaults(func=cmd_eval)
@@ -346,14 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="YAML of notebook parameters (e.g. seed, overrides: [...])")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a RunSettings field to sweep, repeatable")
     p.add_argument("--notebooks", nargs="*", help="only notebooks whose names start with these (e.g. 01 02)")
-    p.add_argument("--timeout", type=int, help="seconds per cell")
+    p.add_argument("--timeout", type=whole(1), help="seconds per cell")
     p.set_defaults(func=cmd_batch)
     return parser
+
+
+OUT_IS_FILE = {"experts", "import", "export"}
+"""Commands whose --out is a file (the others write a folder)."""
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from iprkit.io import check_output
+
+        check_output(args.out, "--out file" if args.command in OUT_IS_FILE else "--out")
         return args.func(args)
     except IprkitError as e:
         print(f"iprkit: error: {e}", file=sys.stderr)

@@ -103,9 +103,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise IprkitError(f"override {item!r}: expected KEY=VALUE (for example lr=1e-4 or model.preset=tiny).")
         node = data
         *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+        if not all(parents + [leaf]):
+            raise IprkitError(f"override {item!r}: empty field name in {key!r} (write e.g. mc.n=5).")
+        for i, p in enumerate(parents):
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise IprkitError(f"override {item!r}: {'.'.join(parents[:i + 1])} is a value ({node[p]!r}), not a "
+                                  f"group of fields; write {'.'.join(parents[:i + 1])}=VALUE.")
+            node = node[p]
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise IprkitError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
+                              "lists as 'seeds=[0,1]'.") from None
     return data
 
 

@@ -13,6 +13,9 @@ from typing import Any, Iterable, Iterator
 
 from iprkit.errors import IprkitError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the process's umask, for files written atomically
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file + fsync + rename). A file that
@@ -23,6 +26,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; an artifact gets the user's usual mode
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -32,6 +36,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse an output path that cannot be written (under a file, in a read-only or pseudo folder) before any work."""
+    path = Path(path)
+    up = path if path.exists() and path.is_dir() else path.parent
+    while not up.exists():
+        up = up.parent
+    if not up.is_dir():
+        raise IprkitError(f"{what} {path}: {up} is a file, so nothing can be written under it; choose another path.")
+    if not os.access(up, os.W_OK | os.X_OK) or str(up.resolve()).startswith(("/proc", "/sys")):
+        raise IprkitError(f"{what} {path}: {up} is not writable; choose a folder you can write to.")
+    if path.exists() and path.is_dir() and what.endswith("file"):
+        raise IprkitError(f"{what} {path}: is a folder; give a file name.")
     return path
 
 
@@ -73,3 +92,47 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise IprkitError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
             yield lineno, obj
+
+
+class RunLock:
+    """One process per run directory: a file holding the owner's PID. A second run into the folder is refused
+    with the holder's PID; a lock left by a killed run (its PID is gone) is taken over."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        except FileExistsError:
+            pass
+        try:
+            holder = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            holder = 0
+        if holder and holder != os.getpid() and _alive(holder):
+            raise IprkitError(f"{self.path.parent} is in use by another iprkit run (PID {holder}); wait for it to "
+                              f"finish or use another --out. (A lock left by a killed run is taken over.)")
+        atomic_write_text(self.path, str(os.getpid()))  # stale (its process is gone) or ours: take it
+        return self
+
+    def release(self) -> None:
+        try:
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -19,9 +19,9 @@ from functools import cached_property
 from pathlib import Path
 
 from iprkit.config import save_run_config
-from iprkit.envs import env_class, env_factory, make_env
+from iprkit.envs import env_class, env_factory, make_env, options
 from iprkit.errors import IprkitError
-from iprkit.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from iprkit.io import RunLock, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from iprkit.layout import RunLayout
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
 from iprkit.results import flat_metrics, format_table, results_table
@@ -32,31 +32,68 @@ from iprkit.trajectory import Trajectory, load_trajectories, save_trajectories
 __all__ = ["Runner", "RunSettings", "StopRun"]
 
 
+def check_run(cfg: RunSettings) -> None:
+    """Everything about a run that can be checked before any work: the env and its options and splits, and
+    the files the settings name (``sft_model`` for every seed, ``experts_file``, a scorer folder)."""
+    import inspect
+
+    cls = env_class(cfg.env)
+    try:
+        inspect.signature(cls).bind(**cfg.env_kwargs)
+    except TypeError as e:
+        raise IprkitError(f"env_kwargs: {e} for env {cls.name!r}; its options: {sorted(options(cls))} "
+                          "(`iprkit envs` describes them).") from None
+    for name, splits in (("train_split", [cfg.train_split]), ("eval_splits", cfg.eval_splits or [])):
+        bad = [x for x in splits if x not in cls.splits]
+        if bad:
+            raise IprkitError(f"{name}: {cls.name} has no split(s) {bad}; its splits: {list(cls.splits)}.")
+    if cfg.sft_model:
+        for seed in cfg.seeds:
+            folder = Path(cfg.sft_model.format(seed=seed))
+            if not (folder / "config.json").exists():  # a Hugging Face model folder
+                raise IprkitError(f"sft_model={cfg.sft_model!r}: {folder} (seed {seed}) is not a model folder (no "
+                                  "config.json); give the folder `iprkit sft` or a run's SFT stage wrote as model/, "
+                                  "or unset sft_model to train one.")
+    if cfg.experts_file and not Path(cfg.experts_file).is_file():
+        raise IprkitError(f"experts_file={cfg.experts_file!r}: no such file.")
+    scorer = cfg.mc.scorer
+    if scorer not in ("sft", "current") and (scorer.startswith((".", "/", "~")) or Path(scorer).exists()) \
+            and not (Path(scorer).expanduser() / "config.json").exists():
+        raise IprkitError(f"mc.scorer={scorer!r}: not a Hugging Face model folder (no config.json); choose sft, "
+                          "current or a model folder.")
+
+
 class Runner:
     """Runs one :class:`RunSettings` in one directory, stage by stage, skipping finished stages."""
 
     def __init__(self, cfg: RunSettings, out: str | Path, progress: bool = True, stop_after: str | None = None):
         """``stop_after``: stop cleanly after the stage named so (``ipr/iter1/score``; a group such as
         ``sft`` or ``seed0/sft/eval`` stops after its last stage), as an interruption would; a rerun resumes."""
-        import torch
-
+        check_run(cfg)
         self.cfg, self.layout, self.progress = cfg, RunLayout(out), progress
         self.env_cls = env_class(cfg.env)
         self.stages = StageRunner(self.layout.timings, stop_after)
         self.stages.check([s.name for s in self.plan()])  # an unknown stop_after fails before any work
-        if cfg.mc.scorer not in ("sft", "current"):
-            from iprkit.models import load_model
+        self.lock = RunLock(self.layout.lock).acquire()
+        try:
+            if cfg.mc.scorer not in ("sft", "current"):
+                from iprkit.models import load_model
 
-            load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
-        save_run_config(self.layout.config, cfg)
-        torch.set_num_threads(cfg.threads)
-        kwargs = dict(cfg.env_kwargs)
-        self.release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
-        if self.release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
-            kwargs["preamble"] = p  # the paper's prompt, verbatim, in the SFT data and every rollout
-        self.env = make_env(cfg.env, **kwargs)
-        self.env_factory = env_factory(cfg.env, kwargs, self.env)
-        self.env_id = f"{cfg.env}:{sorted(kwargs.items())}"
+                load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
+            save_run_config(self.layout.config, cfg)
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+            kwargs = dict(cfg.env_kwargs)
+            self.release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
+            if self.release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
+                kwargs["preamble"] = p  # the paper's prompt, verbatim, in the SFT data and every rollout
+            self.env = make_env(cfg.env, **kwargs)
+            self.env_factory = env_factory(cfg.env, kwargs, self.env)
+            self.env_id = f"{cfg.env}:{sorted(kwargs.items())}"
+        except BaseException:
+            self.lock.release()
+            raise
         self.counters: dict[str, dict] = {}
 
     # -- the plan ----------------------------------------------------------------------
@@ -320,3 +357,4 @@ class Runner:
 
     def close(self) -> None:
         self.env.close()
+        self.lock.release()

@@ -79,4 +79,8 @@ def run_settings(preset: str, config: str | None = None, overrides: list[str] | 
     user = load_layer(config, overrides)
     if "env" in user and canonical(str(user["env"])) != canonical(base.get("env", "textworld")):
         base.pop("env_kwargs", None)
-    return load_config(RunSettings, None, None, base=merge(base, user), where=config or "config")
+    from iprkit.loop import check_run
+
+    cfg = load_config(RunSettings, None, None, base=merge(base, user), where=config or "config")
+    check_run(cfg)
+    return cfg

@@ -15,6 +15,36 @@ from dataclasses import dataclass, field, replace
 
 from iprkit.errors import IprkitError
 
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
+"""transformers' learning-rate schedulers (``lr_scheduler``)."""
+
+
+def require(ok: bool, field_path: str, value, allowed: str) -> None:
+    """Refuse a setting, naming the field, its value and what is allowed (checked when settings are made, so a
+    bad run fails before any work)."""
+    if not ok:
+        raise IprkitError(f"{field_path}={value!r}: {allowed}.")
+
+
+def _whole(obj, section: str, minimum: int, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        require(isinstance(v, int) and v >= minimum, f"{section}{n}", v, f"must be a whole number >= {minimum}")
+
+
+def _fraction(obj, section: str, *names: str, top: float = 1.0) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        require(0.0 <= v < top if top == 1.0 else 0.0 <= v <= top, f"{section}{n}", v,
+                f"must be in [0, {top}{')' if top == 1.0 else ']'}")
+
+
+def _positive(obj, section: str, *names: str) -> None:
+    for n in names:
+        require(getattr(obj, n) > 0, f"{section}{n}", getattr(obj, n), "must be > 0")
+
+
 # -- the model -------------------------------------------------------------------------
 
 
@@ -36,6 +66,12 @@ class ModelSettings:
     """LoRA dropout."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Modules that get adapters."""
+
+    def __post_init__(self):
+        require(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype,
+                "choose float32, bfloat16 or float16")
+        _whole(self, "model.", 1, "lora_r", "lora_alpha")
+        _fraction(self, "model.", "lora_dropout")
 
 
 @dataclass
@@ -60,6 +96,12 @@ class GenerationSettings:
     """Keep each episode's KV cache between its turns and prefill only new tokens (False:
     re-encode the whole history every turn). Memory: one cache per live episode (for a 7B
     model with 8 KV heads, about 0.13 MB per token per episode in bf16)."""
+
+    def __post_init__(self):
+        _whole(self, "generation.", 1, "max_new_tokens", "batch_size")
+        require(0.0 < self.top_p <= 1.0, "generation.top_p", self.top_p, "must be in (0, 1]")
+        require(self.max_context is None or self.max_context >= 16, "generation.max_context", self.max_context,
+                "must be None (the model's window) or at least 16 tokens")
 
 
 # -- the stages ------------------------------------------------------------------------
@@ -106,6 +148,16 @@ class SFTSettings:
     """Add this many copies of every trajectory with its entities renamed (``iprkit.augment``;
     needs envs that list entities, e.g. TextWorld). 0 = off (the paper)."""
 
+    def __post_init__(self):
+        _positive(self, "sft.", "epochs", "learning_rate")
+        require(self.max_steps == -1 or (isinstance(self.max_steps, int) and self.max_steps >= 1), "sft.max_steps",
+                self.max_steps, "must be -1 (run all epochs) or a whole number >= 1")
+        require(self.lr_scheduler in SCHEDULERS, "sft.lr_scheduler", self.lr_scheduler, f"choose one of {SCHEDULERS}")
+        _fraction(self, "sft.", "warmup_ratio")
+        _whole(self, "sft.", 1, "batch_size", "grad_accum", "logging_steps")
+        _whole(self, "sft.", 16, "max_length")
+        _whole(self, "sft.", 0, "copy_warmup_steps", "augment_copies")
+
 
 @dataclass
 class MCSettings:
@@ -127,6 +179,11 @@ class MCSettings:
     """Start each rollout from a copy of the env's state after the prefix (envs with ``can_snapshot``) instead of
     replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step; it took
     73 of 166 s of the demo's Monte Carlo stage, which runs in 88 s without it (``benchmarks/mc_stage.py``)."""
+
+    def __post_init__(self):
+        _whole(self, "mc.", 1, "n")
+        require(self.temperature >= 0, "mc.temperature", self.temperature, "must be >= 0 (0: greedy rollouts)")
+        require(bool(self.scorer), "mc.scorer", self.scorer, "choose sft, current or a model folder")
 
 
 PAIR_MODES = ("entire", "single-step")
@@ -150,6 +207,8 @@ class PairSettings:
     def __post_init__(self):
         if self.mode not in PAIR_MODES:
             raise IprkitError(f"pairs.mode={self.mode!r}: choose one of {PAIR_MODES} (e.g. pairs.mode=single-step).")
+        for n in ("final_margin", "step_margin"):
+            require(getattr(self, n) >= 0, f"pairs.{n}", getattr(self, n), "must be >= 0 (the paper: 0.01)")
 
 
 @dataclass
@@ -185,6 +244,16 @@ class DPOSettings:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third slower (TRL's default is True;
     on for the paper preset's 7B model, off for small models)."""
+
+    def __post_init__(self):
+        _positive(self, "dpo.", "beta", "learning_rate", "epochs")
+        require(self.nll_weight >= 0, "dpo.nll_weight", self.nll_weight, "must be >= 0 (0: plain DPO)")
+        require(self.nll in ("sum", "mean"), "dpo.nll", self.nll, "choose sum (the paper) or mean")
+        require(self.reference in ("sft", "previous"), "dpo.reference", self.reference, "choose sft or previous")
+        require(self.lr_scheduler in SCHEDULERS, "dpo.lr_scheduler", self.lr_scheduler, f"choose one of {SCHEDULERS}")
+        _fraction(self, "dpo.", "warmup_ratio")
+        _whole(self, "dpo.", 1, "batch_size", "grad_accum")
+        _whole(self, "dpo.", 16, "max_length")
 
 
 # -- the methods -----------------------------------------------------------------------
@@ -294,6 +363,15 @@ class RunSettings:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise IprkitError(f"methods: unknown method(s) {unknown}; choose from {list(METHODS)}.")
+        require(bool(self.methods), "methods", self.methods, f"name at least one of {list(METHODS)}")
+        require(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds,
+                "give one or more distinct seeds, e.g. seeds=[0,1,2]")
+        _whole(self, "", 0, "iterations", "eto_iterations")
+        _whole(self, "", 1, "threads")
+        for n in ("n_experts", "n_explore", "n_eval"):
+            v = getattr(self, n)
+            require(v is None or (isinstance(v, int) and v >= 1), n, v, "must be None (all) or a whole number >= 1")
+        require(self.explore_temperature >= 0, "explore_temperature", self.explore_temperature, "must be >= 0")
         if self.explore_held_out and (self.n_experts is None or self.n_explore is None):
             raise IprkitError("explore_held_out=true needs n_experts (the SFT tasks) and n_explore (the held-out tasks "
                               "after them); set both, and give the train split n_experts + n_explore tasks.")
