@@ -31,6 +31,15 @@ class Backend(Protocol):
         """Drop whatever is kept for these episodes."""
 
 
+def sliding_window(config) -> int | None:
+    """The attention window of a model whose layers (some or all) attend to a sliding window, else None."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not window or (types is not None and "sliding_attention" not in types):
+        return None
+    return int(window)
+
+
 class HFBackend:
     """A transformers causal LM behind the :class:`Backend` seam."""
 
@@ -43,6 +52,7 @@ class HFBackend:
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         self.eos = sorted(e for e in eos if e is not None)
         self._kv: dict = {}  # episode key -> (token ids, [(keys, values) per layer], each [heads, len, dim])
+        self.window = sliding_window(model.config)
         self.stats = {"calls": 0, "sequences": 0, "prefilled": 0, "prefill_tokens": 0, "reused_tokens": 0,
                       "new_tokens": 0, "context_drops": 0, "compactions": 0}
 
@@ -87,6 +97,12 @@ class HFBackend:
         from transformers import StaticCache
 
         dev = self.model.device
+        if self.window is not None and max(map(len, prompts)) + self.cfg.max_new_tokens > self.window:
+            # past a sliding window, kept caches would leave padding between a row's tokens, and the window counts
+            # cache columns: encode whole prompts (left-padded, so each row's tokens stay contiguous) and keep nothing
+            reuse, keep_cache = [(0, None)] * len(prompts), False
+        else:
+            keep_cache = self.cfg.keep_cache
         cached = [c for c, _ in reuse]
         new = [p[c:] for p, c in zip(prompts, cached)]
         C, N, B0 = max(cached), max(map(len, new)), len(prompts)
@@ -128,11 +144,11 @@ class HFBackend:
         live = torch.ones(B, dtype=torch.bool)
         eos = torch.tensor(self.eos)
         rows = torch.arange(B)  # the batch's rows, as sequence numbers: finished sequences leave the batch
-        keep: list = [None] * B if self.cfg.keep_cache else []
+        keep: list = [None] * B if keep_cache else []
 
         def release(drop: torch.Tensor) -> None:
             """Keep the KV of the batch rows ``drop`` (a bool mask) for their episodes' next turns."""
-            if self.cfg.keep_cache:
+            if keep_cache:
                 n = int(cache.get_seq_length())
                 for j in drop.nonzero().flatten().tolist():
                     r, cols = int(rows[j]), mask[j, :n].bool().nonzero().flatten().to(dev)

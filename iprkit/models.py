@@ -88,6 +88,32 @@ def build_tiny_model(tokenizer, preset: str = "tiny", seed: int = 0):
     return LlamaForCausalLM(cfg)
 
 
+_SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+              max_position_embeddings=512)
+TINY_ARCHS = {
+    "llama": _SMALL, "qwen2": _SMALL, "qwen3": {**_SMALL, "head_dim": 16}, "phi3": _SMALL, "olmo2": _SMALL,
+    "mistral": {**_SMALL, "sliding_window": 32}, "gemma2": {**_SMALL, "head_dim": 16, "sliding_window": 32},
+    "gemma3_text": {**_SMALL, "head_dim": 16, "sliding_window": 32},
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=512),
+    "gpt_neox": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     max_position_embeddings=512),
+}
+"""Tiny random configs of common causal-LM architectures (sliding-window ones with a 32-token window), for
+checking that an architecture works with the kit's rollout engine (``tests/test_architectures.py``)."""
+
+
+def tiny_random(arch: str, tokenizer, seed: int = 0, **overrides):
+    """A randomly initialised model of architecture ``arch`` (a :data:`TINY_ARCHS` key) over ``tokenizer``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(arch, **{**TINY_ARCHS[arch], **overrides}, vocab_size=len(tokenizer),
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                               pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
 def create_tiny(texts: Iterable[str], out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
     """Train a tokenizer on ``texts``, build the model, save both as one HF folder."""
     if preset not in TINY_PRESETS:
