@@ -26,6 +26,7 @@ from iprkit.layout import RunLayout
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
 from iprkit.results import flat_metrics, format_table, results_table
 from iprkit.settings import METHODS, RunSettings
+from iprkit.stats import compare, format_paired
 from iprkit.stages import Stage, StageRunner, StopRun, Work, staged_dir
 from iprkit.trajectory import Trajectory, load_trajectories, save_trajectories
 
@@ -341,15 +342,37 @@ class Runner:
                                   **{f"pairs_{a}": b for a, b in stats.items()}})
                 results.setdefault(method, {})[seed] = curve
         table = results_table(results)
-        write_json(layout.results_json, {"table": table, "curves": results})
-        atomic_write_text(layout.results_md, format_table(table))
+        paired = self._paired()
+        write_json(layout.results_json, {"table": table, "curves": results, "paired": paired})
+        atomic_write_text(layout.results_md, format_table(table) + (
+            "\nPaired by (seed, task), each method's last iteration (95% bootstrap CI over tasks; exact McNemar test "
+            "on success):\n\n" + format_paired(paired) if paired else ""))
         mc_counts = {str(p.dir.relative_to(layout.root)): read_json(p.mc_counts)
                      for _, _, _, p in layout.iteration_dirs() if p.mc_counts.exists()}
         timings = read_json(layout.timings) if layout.timings.exists() else {}
         sft_set, explore_set = self.expert_sets
-        write_json(layout.metrics, {"results": table, "curves": results, "mc_counts": mc_counts,
+        write_json(layout.metrics, {"results": table, "curves": results, "paired": paired, "mc_counts": mc_counts,
                                     "experts": len(sft_set), "explored_tasks": len(explore_set), "timings_s": timings})
-        return {"table": table, "curves": results, "counters": self.counters}
+        return {"table": table, "curves": results, "paired": paired, "counters": self.counters}
+
+    def _paired(self) -> list[dict]:
+        """Each method's last iteration against SFT, and IPR against ETO, paired by (seed, split, task)."""
+        def rows(method: str) -> dict[tuple, dict]:
+            k = self.cfg.method_iterations(method)
+            out = {}
+            for seed in self.cfg.seeds:
+                paths = self.layout.eval(seed, method, k)
+                for split in self.eval_splits():
+                    out.update({(seed, split, r["task_id"]): {**r, "split": split} for _, r in read_jsonl(paths.tasks(split))})
+            return out
+
+        last = {m: f"{m}@{self.cfg.method_iterations(m)}" for m in self.cfg.methods}
+        base = rows("sft")  # every run evaluates its SFT model
+        out = [compare(last[m], "sft@0", rows(m), base) for m in self.cfg.methods
+               if m != "sft" and self.cfg.method_iterations(m) > 0]
+        if {"ipr", "eto"} <= set(self.cfg.methods):
+            out.append(compare(last["ipr"], last["eto"], rows("ipr"), rows("eto")))
+        return out
 
     def _eval_report(self, seed: int, method: str, k: int) -> dict:
         paths = self.layout.eval(seed, method, k)

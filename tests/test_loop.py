@@ -70,6 +70,11 @@ def test_every_stage_writes_its_artifacts(full_run):
     assert sorted(timings) == sorted(stages) and all(v >= 0 for v in timings.values())
     assert timings["seed0/sft"] > 0 and timings["seed0/ipr/iter1/explore"] > 0  # (a fully cached stage may take ~0 s)
     assert json.loads(run.metrics.read_text())["timings_s"] == timings
+    # the methods are compared task by task: IPR's last iteration against SFT, on the same 4 test games
+    (paired,) = json.loads(run.results_json.read_text())["paired"]
+    assert (paired["a"], paired["b"], paired["pairs"]) == ("ipr@2", "sft@0", 4)
+    assert paired["success_ci"][0] <= paired["success_diff"] <= paired["success_ci"][1]
+    assert "| ipr@2 vs sft@0 | 4 |" in run.results_md.read_text()
 
 
 def test_later_iterations_reuse_cached_expert_estimates(full_run):
@@ -161,7 +166,7 @@ def test_sft_model_reuses_a_trained_base_agent(tmp_path, full_run):
     assert json.loads(got.source.read_text())["sft_model"] == str(src.model.resolve())
     assert got.metrics.read_text() == src.metrics.read_text()
     assert not got.trainer.exists()  # nothing was trained
-    with pytest.raises(IprkitError, match=r"sft_model: .*nowhere is not a model folder"):
+    with pytest.raises(IprkitError, match=r"sft_model=.*nowhere \(seed 0\) is not a model folder"):
         _run(tmp_path / "b", stop_after="sft", sft_model=str(tmp_path / "nowhere"))
 
 
