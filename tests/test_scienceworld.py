@@ -62,7 +62,7 @@ def test_simulators_are_pooled_and_reused():
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path):
     r = run_cli("run", "--preset", "smoke", "--out", str(tmp_path / "run"), "env=scienceworld",
-                f"env_kwargs={{tasks: [{', '.join(TASKS)}], variations: 3, max_steps: 12}}", "n_eval=2", "n_explore=1",
+                f"env_kwargs={{tasks: [{', '.join(TASKS)}], variations: 2, max_steps: 20}}", "n_eval=2", "n_explore=1",
                 "generation.max_new_tokens=16")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| ipr | 1 |" in r.stdout and "experts: 6 of 6 train tasks replayed to success" in r.stdout
+    assert "| ipr | 1 |" in r.stdout and "experts: 4 of 4 train tasks replayed to success" in r.stdout
