@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from iprkit.config import read_yaml_mapping
 from iprkit.errors import IprkitError
 from iprkit.io import atomic_write_text, read_json, write_json
 from iprkit.layout import BatchLayout, notebook_metrics
@@ -62,15 +63,7 @@ def load_params(path: str | None) -> dict:
     """The notebook parameters of ``--params FILE`` (YAML), checked."""
     if not path:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise IprkitError(f"--params {p}: no such file.")
-    try:
-        params = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise IprkitError(f"--params {p}: not valid YAML ({str(e).splitlines()[0]}).") from None
-    if not isinstance(params, dict):
-        raise IprkitError(f"--params {p}: must be a mapping of notebook parameters (e.g. seed: 0, overrides: [...]).")
+    p, params = Path(path), read_yaml_mapping(path, "--params")
     unknown = sorted(set(params) - {"seed", "overrides"})
     if unknown:
         raise IprkitError(f"--params {p}: unknown parameter(s) {unknown}; the notebooks take seed and overrides "

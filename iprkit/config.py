@@ -118,21 +118,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping; a missing file, bad YAML or another shape is a clear error."""
+    p = Path(path)
+    if not p.is_file():
+        raise IprkitError(f"{what} {p}: no such file.")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise IprkitError(f"{what} {p}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    if not isinstance(loaded, dict):
+        raise IprkitError(f"{what} {p}: must be a mapping of name: value.")
+    return loaded
+
+
 def load_layer(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     """What the user set: a YAML file (``--config``), then ``key=value`` overrides, as one mapping."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise IprkitError(f"config file {p} not found.")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise IprkitError(f"{p}: not valid YAML ({e}).") from None
-        if not isinstance(loaded, dict):
-            raise IprkitError(f"{p}: the config must be a mapping of field: value.")
-        data = loaded
-    return apply_overrides(data, overrides or [])
+    return apply_overrides(read_yaml_mapping(path, "--config") if path else {}, overrides or [])
 
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,

@@ -30,8 +30,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
-from iprkit.envs.base import Env
-from iprkit.errors import IprkitError, UnknownTaskError
+from iprkit.envs.base import Env, check_disjoint, ranged_index, ranged_tasks
+from iprkit.errors import IprkitError
 
 PREAMBLES = {
     "textcraft": ("You are in a Minecraft crafting world. Each turn, think, then give one action: `get N item` "
@@ -69,9 +69,7 @@ class AgentGymEnv(Env):
         if not url or not re.match(r"^https?://[^/]+", str(url)):
             raise IprkitError(f"agentgym: url={url!r}; give the env server's base URL, e.g. env_kwargs.url="
                               "http://127.0.0.1:36001 (start the server first: see iprkit.envs.agentgym_env).")
-        if train_start < test_start + n_test and test_start < train_start + n_train:
-            raise IprkitError(f"agentgym: train indices {train_start}..{train_start + n_train - 1} and test indices "
-                              f"{test_start}..{test_start + n_test - 1} overlap; move train_start or test_start.")
+        check_disjoint("agentgym", "indices", (train_start, n_train), (test_start, n_test))
         self.url, self.env_name, self.timeout_s, self.max_steps = str(url).rstrip("/"), env_name, timeout_s, max_steps
         self.actions_path = actions_path
         self.n_train, self.n_test, self.train_start, self.test_start = n_train, n_test, train_start, test_start
@@ -111,13 +109,10 @@ class AgentGymEnv(Env):
     def task_ids(self, split: str) -> list[str]:
         self.check_split(split)
         start, n = (self.train_start, self.n_train) if split == "train" else (self.test_start, self.n_test)
-        return [f"{self.env_name}-{i}" for i in range(start, start + n)]
+        return ranged_tasks(self.env_name, start, n)
 
     def _index(self, task_id: str) -> int:
-        pre, _, idx = task_id.rpartition("-")
-        if pre != self.env_name or not idx.isdigit():
-            raise UnknownTaskError(f"agentgym: task id {task_id!r} is not of the form '{self.env_name}-<index>'.")
-        return int(idx)
+        return ranged_index("agentgym", self.env_name, task_id)
 
     def expert(self, task_id: str) -> list[str]:
         self.check_task(task_id)

@@ -36,6 +36,27 @@ from typing import Any, ClassVar, Sequence
 from iprkit.errors import EpisodeOverError, IprkitError, UnknownTaskError
 
 
+def ranged_tasks(prefix: str, start: int, n: int) -> list[str]:
+    """Task ids ``<prefix>-<i>`` for ``i`` in ``start .. start + n - 1`` (envs whose tasks are seeds or data indices)."""
+    return [f"{prefix}-{i}" for i in range(start, start + n)]
+
+
+def ranged_index(env: str, prefix: str, task_id: str) -> int:
+    """The number of a ``<prefix>-<i>`` task id; another form is an unknown task."""
+    pre, _, i = task_id.rpartition("-")
+    if pre != prefix or not i.isdigit():
+        raise UnknownTaskError(f"{env}: task id {task_id!r} is not of the form '{prefix}-<number>'.")
+    return int(i)
+
+
+def check_disjoint(env: str, what: str, train: tuple[int, int], test: tuple[int, int]) -> None:
+    """Refuse train and test ranges ((start, count) each) that share a number: train would see test tasks."""
+    (a, n), (b, m) = train, test
+    if a < b + m and b < a + n:
+        raise IprkitError(f"{env}: train {what} {a}..{a + n - 1} and test {what} {b}..{b + m - 1} overlap: train would "
+                          f"see test tasks. Use fewer tasks, or move one range (train_start / test_start).")
+
+
 @dataclass
 class StepResult:
     """What one env step returns."""

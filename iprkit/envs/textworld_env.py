@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from iprkit.envs.base import Env
+from iprkit.envs.base import Env, check_disjoint, ranged_index, ranged_tasks
 from iprkit.envs.cache import cache_dir
-from iprkit.errors import IprkitError, UnknownTaskError
+from iprkit.errors import IprkitError
 
 
 @dataclass(frozen=True)
@@ -189,10 +189,7 @@ class TextWorldEnv(Env):
         for name, v in (("n_train", n_train), ("n_test", n_test), ("train_start", train_start), ("test_start", test_start)):
             if not isinstance(v, int) or v < 0:
                 raise IprkitError(f"textworld: {name}={v!r}; give a whole number >= 0.")
-        if train_start < test_start + n_test and test_start < train_start + n_train:
-            raise IprkitError(f"textworld: train seeds {train_start}..{train_start + n_train - 1} and test seeds "
-                              f"{test_start}..{test_start + n_test - 1} overlap: train would see test games. Use fewer "
-                              f"games, or move test_start past {train_start + n_train - 1}.")
+        check_disjoint("textworld", "seeds", (train_start, n_train), (test_start, n_test))
         self.preset, self.n_train, self.n_test = preset, n_train, n_test
         self.train_start, self.test_start, self.workers = train_start, test_start, workers
         self.max_steps = max_steps or (self.family.sizes.max_steps if self.family.sizes else CHALLENGES[preset][1])
@@ -205,13 +202,10 @@ class TextWorldEnv(Env):
     def task_ids(self, split: str) -> list[str]:
         self.check_split(split)
         start, n = (self.train_start, self.n_train) if split == "train" else (self.test_start, self.n_test)
-        return [f"{self.family.name}-{s}" for s in range(start, start + n)]
+        return ranged_tasks(self.family.name, start, n)
 
     def _seed(self, task_id: str) -> int:
-        pre, _, seed = task_id.rpartition("-")
-        if pre != self.family.name or not seed.isdigit():
-            raise UnknownTaskError(f"textworld: task id {task_id!r} is not of the form '{self.family.name}-<seed>'.")
-        return int(seed)
+        return ranged_index("textworld", self.family.name, task_id)
 
     def game_path(self, task_id: str) -> Path:
         """The compiled game of a task, generated (and cached) on first use."""
