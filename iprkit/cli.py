@@ -368,7 +368,8 @@ def main(argv=None) -> int:
     try:
         from iprkit.io import check_output
 
-        check_output(args.out, "--out file" if args.command in OUT_IS_FILE else "--out")
+        if "out" in vars(args):  # every command but `envs` writes somewhere
+            check_output(args.out, "--out file" if args.command in OUT_IS_FILE else "--out")
         return args.func(args)
     except IprkitError as e:
         print(f"iprkit: error: {e}", file=sys.stderr)
