@@ -11,6 +11,7 @@ import pytest
 
 from iprkit.errors import IprkitError
 from iprkit.io import RunLock, write_json
+from iprkit.layout import RunLayout
 
 CASES = [
     (["run", "--preset", "smoke", "--out", "{tmp}/r", "mc.n=-3"], "mc.n=-3: must be a whole number >= 1"),
@@ -64,18 +65,19 @@ def test_artifacts_keep_the_users_umask(tmp_path):
 
 
 def test_one_run_per_directory_and_a_stale_lock_is_taken_over(tmp_path):
+    path = RunLayout(tmp_path).lock
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "run.lock").write_text(str(holder.pid))
+        path.write_text(str(holder.pid))
         with pytest.raises(IprkitError, match=rf"in use by another iprkit run \(PID {holder.pid}\)"):
-            RunLock(tmp_path / "run.lock").acquire()
+            RunLock(path).acquire()
     finally:
         holder.kill()
         holder.wait()
-    lock = RunLock(tmp_path / "run.lock").acquire()  # the holder is gone: its lock is stale
-    assert (tmp_path / "run.lock").read_text() == str(os.getpid())
+    lock = RunLock(path).acquire()  # the holder is gone: its lock is stale
+    assert path.read_text() == str(os.getpid())
     lock.release()
-    assert not (tmp_path / "run.lock").exists()
+    assert not path.exists()
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
@@ -85,7 +87,7 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "iprkit.cli", "run", "--preset", "smoke", "--out", str(tmp_path),
                               "methods=[sft]"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        lock = tmp_path / "run.lock"
+        lock = RunLayout(tmp_path).lock
         for _ in range(600):
             if lock.exists() and lock.read_text().strip():
                 break
@@ -98,4 +100,4 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
-    assert json.loads((tmp_path / "config.json").read_text())["methods"] == ["sft"]
+    assert json.loads(RunLayout(tmp_path).config.read_text())["methods"] == ["sft"]
