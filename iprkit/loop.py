@@ -86,8 +86,8 @@ class Runner:
 
             torch.set_num_threads(cfg.threads)
             kwargs = dict(cfg.env_kwargs)
-            self.release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
-            if self.release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
+            self.from_release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
+            if self.from_release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
                 kwargs["preamble"] = p  # the paper's prompt, verbatim, in the SFT data and every rollout
             self.env = make_env(cfg.env, **kwargs)
             self.env_factory = env_factory(cfg.env, kwargs, self.env)
@@ -122,7 +122,7 @@ class Runner:
         from iprkit.experts import expert_trajectories, verify_experts
 
         n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
-        if self.release:
+        if self.from_release:
             trajs, rows = import_sft(self.env, read_items(self.cfg.experts_file)[:n], progress=self.progress)
             ids = [r["task_id"] or f"item {r['index']}" for r in rows]
             failures = [{"task_id": ids[r["index"]], "release_id": r["id"], "error": r["why"]}
