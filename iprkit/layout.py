@@ -39,15 +39,10 @@ class EvalPaths:
     def tasks(self, split: str) -> Path:
         return self.dir / f"{split}_tasks.jsonl"
 
-    @property
-    def config(self) -> Path:
-        """The generation settings of a standalone ``iprkit eval``."""
-        return self.dir / "eval_config.json"
-
-    @property
-    def summary(self) -> Path:
-        """Every split's metrics of a standalone ``iprkit eval``, in one file."""
-        return self.dir / "metrics.json"
+    config = property(lambda self: self.dir / "eval_config.json")
+    """The generation settings of a standalone ``iprkit eval``."""
+    summary = property(lambda self: self.dir / "metrics.json")
+    """Every split's metrics of a standalone ``iprkit eval``, in one file."""
 
     def splits(self) -> list[str]:
         """Splits evaluated so far, in name order."""
@@ -60,40 +55,17 @@ class SFTPaths:
 
     dir: Path
 
-    @property
-    def model(self) -> Path:
-        return self.dir / "model"
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "sft_config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.dir / "sft_metrics.json"
-
-    @property
-    def source(self) -> Path:
-        """Where a reused SFT model (``sft_model=``) came from."""
-        return self.dir / "source.json"
-
-    @property
-    def init(self) -> Path:
-        """The freshly built tiny model, before training."""
-        return self.dir / "init"
-
-    @property
-    def trainer(self) -> Path:
-        """TRL's output folder (logs only; no checkpoints are saved)."""
-        return self.dir / "trainer"
-
-    @property
-    def warmup(self) -> Path:
-        return self.dir / "warmup"
-
-    @property
-    def eval(self) -> EvalPaths:
-        return EvalPaths(self.dir / "eval")
+    model = property(lambda self: self.dir / "model")
+    config = property(lambda self: self.dir / "sft_config.json")
+    metrics = property(lambda self: self.dir / "sft_metrics.json")
+    source = property(lambda self: self.dir / "source.json")
+    """Where a reused SFT model (``sft_model=``) came from."""
+    init = property(lambda self: self.dir / "init")
+    """The freshly built tiny model, before training."""
+    trainer = property(lambda self: self.dir / "trainer")
+    """TRL's output folder (logs only; no checkpoints are saved)."""
+    warmup = property(lambda self: self.dir / "warmup")
+    eval = property(lambda self: EvalPaths(self.dir / "eval"))
 
 
 @dataclass(frozen=True)
