@@ -9,8 +9,14 @@ A backend turns chat conversations into assistant turns. :class:`HFBackend` runs
 - identical greedy prompts are generated once; identical sampled prompts (N rollouts
   from one state) are prefilled once and their KV cache repeated.
 
-A vLLM backend would implement the same :meth:`generate` (``keys`` may be ignored:
-vLLM's prefix caching does the same job).
+Sampling is seeded per sequence, not per batch: each conversation comes with its own seed
+(the engine derives it from the episode and the turn), and its tokens are drawn with
+Gumbel noise from a counter-based hash of (seed, token position, vocabulary index). A
+sequence's sample is the same whatever else shares its batch, so results do not depend
+on batch size, chunking, or how many workers split a stage (see :func:`gumbel_noise`).
+
+:class:`iprkit.server.OpenAIBackend` implements the same seam over an OpenAI-compatible
+server (vLLM, ``transformers serve``); its prefix caching does the job of ``keys``.
 """
 
 from typing import Protocol
@@ -22,10 +28,11 @@ from iprkit.settings import GenerationSettings
 
 
 class Backend(Protocol):
-    def generate(self, conversations: list[list[dict]], temperature: float, seed: int,
+    def generate(self, conversations: list[list[dict]], temperature: float, seed: int | list[int],
                  keys: list | None = None) -> list[str]:
-        """One assistant turn per conversation; ``keys`` name the episodes (a backend may keep
-        per-episode state, such as a KV cache, under them until :meth:`forget`)."""
+        """One assistant turn per conversation; ``seed``: one per conversation (or one for all, from which
+        each row's is derived); ``keys`` name the episodes (a backend may keep per-episode state, such as a
+        KV cache, under them until :meth:`forget`)."""
 
     def forget(self, keys: list) -> None:
         """Drop whatever is kept for these episodes."""
@@ -40,13 +47,95 @@ def sliding_window(config) -> int | None:
     return int(window)
 
 
+MASK64 = (1 << 64) - 1
+_MUL1, _MUL2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch shifts arithmetically: mask the copied sign bits)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2^64, as in C)."""
+    x = x ^ _shr(x, 30)
+    x = x * _signed(_MUL1)
+    x = x ^ _shr(x, 27)
+    x = x * _signed(_MUL2)
+    return x ^ _shr(x, 31)
+
+
+def mix64_int(x: int) -> int:
+    """:func:`mix64` on one Python int (the reference the tensor version is tested against)."""
+    x &= MASK64
+    x ^= x >> 30
+    x = (x * _MUL1) & MASK64
+    x ^= x >> 27
+    x = (x * _MUL2) & MASK64
+    return x ^ (x >> 31)
+
+
+def seed_of(*parts) -> int:
+    """A 62-bit seed from any hashable parts (stable across processes, unlike ``hash``)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 2
+
+
+def gumbel_noise(seeds: torch.Tensor, position: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Standard Gumbel noise [rows, vocab], a pure function of each row's (seed, position): counter-based,
+    so a row's draws never depend on the other rows of the batch. ``argmax(logits / T + noise)`` samples
+    from ``softmax(logits / T)`` (the Gumbel-max trick)."""
+    x = mix64(seeds[:, None] * _signed(0x9E3779B97F4A7C15) + mix64(position[:, None] + 0x632BE59BD9B4E019)
+              + torch.arange(vocab, dtype=torch.long)[None])
+    u = (_shr(mix64(x), 11).double() + 0.5) / float(1 << 53)  # uniform in (0, 1)
+    return -torch.log(-torch.log(u))
+
+
+def row_seeds(seed: int | list[int], n: int) -> list[int]:
+    """One seed per row: the given list, or one derived per row from a single seed."""
+    if isinstance(seed, int):
+        return [seed_of(seed, i) for i in range(n)]
+    if len(seed) != n:
+        raise ValueError(f"generate: {len(seed)} seeds for {n} conversations.")
+    return [int(s) for s in seed]
+
+
+class Prompter:
+    """Chat conversations -> prompt token ids under a context budget, the same for every backend."""
+
+    def __init__(self, tokenizer, budget: int, stats: dict):
+        self.tok, self.budget, self.stats = tokenizer, budget, stats
+
+    def ids(self, conv: list[dict]) -> list[int]:
+        return list(self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+
+    def encode(self, conv: list[dict]) -> list[int]:
+        """Token ids of the prompt, after the context budget (see :func:`fit_context`)."""
+        ids = self.ids(conv)
+        if len(ids) <= self.budget:  # the common case: tokenize once
+            return ids
+        conv, dropped = fit_context(conv, lambda m: len(self.ids(m)), self.budget)
+        self.stats["context_drops"] += bool(dropped)
+        return self.ids(conv)[-self.budget:]
+
+
+def context_budget(cfg: GenerationSettings, window: int) -> int:
+    """Prompt tokens allowed: ``max_context``, else the model's window less the new tokens."""
+    return cfg.max_context or max(64, window - cfg.max_new_tokens)
+
+
 class HFBackend:
     """A transformers causal LM behind the :class:`Backend` seam."""
 
     def __init__(self, model, tokenizer, cfg: GenerationSettings | None = None):
         self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg or GenerationSettings()
-        window = getattr(model.config, "max_position_embeddings", 2048)
-        self.budget = self.cfg.max_context or max(64, window - self.cfg.max_new_tokens)
+        self.budget = context_budget(self.cfg, getattr(model.config, "max_position_embeddings", 2048))
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -55,19 +144,8 @@ class HFBackend:
         self.window = sliding_window(model.config)
         self.stats = {"calls": 0, "sequences": 0, "prefilled": 0, "prefill_tokens": 0, "reused_tokens": 0,
                       "new_tokens": 0, "context_drops": 0, "compactions": 0}
-
-    def _ids(self, conv: list[dict]) -> list[int]:
-        return list(self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"])
-
-    def encode(self, conv: list[dict]) -> list[int]:
-        """Token ids of the prompt, after the context budget (see :func:`fit_context`)."""
-        ids = self._ids(conv)
-        if len(ids) <= self.budget:  # the common case: tokenize once
-            return ids
-        conv, dropped = fit_context(conv, lambda m: len(self._ids(m)), self.budget)
-        self.stats["context_drops"] += bool(dropped)
-        return self._ids(conv)[-self.budget:]
+        self.prompter = Prompter(tokenizer, self.budget, self.stats)
+        self.encode = self.prompter.encode
 
     def forget(self, keys) -> None:
         for k in keys:
@@ -90,7 +168,7 @@ class HFBackend:
 
     @torch.no_grad()
     def _run(self, prompts: list[tuple], repeats: list[int], reuse: list[tuple[int, list | None]],
-             temperature: float) -> tuple[list[list[int]], list[tuple]]:
+             temperature: float, seeds: list[int]) -> tuple[list[list[int]], list[tuple]]:
         """Prefill each unique prompt's uncached tokens once, repeat the cache ``repeats`` times,
         then decode all sequences together. Returns the new token ids and each sequence's
         (token ids, KV) for the next turn."""
@@ -144,6 +222,7 @@ class HFBackend:
         live = torch.ones(B, dtype=torch.bool)
         eos = torch.tensor(self.eos)
         rows = torch.arange(B)  # the batch's rows, as sequence numbers: finished sequences leave the batch
+        seq_seeds = torch.tensor(seeds, dtype=torch.long)  # one per sequence (after repeats)
         keep: list = [None] * B if keep_cache else []
 
         def release(drop: torch.Tensor) -> None:
@@ -156,7 +235,7 @@ class HFBackend:
                                [(layer.keys[j][:, cols], layer.values[j][:, cols]) for layer in cache.layers])
 
         for t in range(self.cfg.max_new_tokens):
-            nxt = self._pick(logits, temperature).cpu()
+            nxt = self._pick(logits, temperature, seq_seeds[rows], torch.full((len(rows),), t)).cpu()
             feed = live[rows]  # the rows still writing; one that writes its end token now feeds it once more (KV kept)
             ids_now, seqs = nxt.tolist(), rows.tolist()
             for j in feed.nonzero().flatten().tolist():
@@ -190,23 +269,25 @@ class HFBackend:
             result.append(row[:cut])
         return result, keep
 
-    def _pick(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, temperature: float, seeds: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Greedy, or a sample of each row from its own counter-based noise (:func:`gumbel_noise`)."""
         if temperature <= 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits / temperature, -1)
+        scaled = (logits / temperature).double().cpu()
         if self.cfg.top_p < 1.0:
-            sp, si = probs.sort(-1, descending=True)
+            sp, si = torch.softmax(scaled, -1).sort(-1, descending=True)
             drop = sp.cumsum(-1) - sp > self.cfg.top_p  # keep the smallest set whose mass reaches top_p
-            probs = torch.zeros_like(probs).scatter(-1, si, sp.masked_fill(drop, 0.0))
-        return torch.multinomial(probs, 1).flatten()
+            scaled = scaled.scatter(-1, si, scaled.gather(-1, si).masked_fill(drop, float("-inf")))
+        return (scaled + gumbel_noise(seeds, position, scaled.shape[-1])).argmax(-1).to(logits.device)
 
-    def generate(self, conversations: list[list[dict]], temperature: float = 0.0, seed: int = 0,
+    def generate(self, conversations: list[list[dict]], temperature: float = 0.0, seed: int | list[int] = 0,
                  keys: list | None = None) -> list[str]:
-        """One assistant turn per conversation, batched; deterministic for a seed. With ``keys``
-        (one per conversation, naming its episode), each episode's KV cache is kept for its next
-        turn until :meth:`forget`."""
+        """One assistant turn per conversation, batched; each conversation's sample is a function of its own
+        seed (``seed``: one per conversation, or one for all). With ``keys`` (one per conversation, naming
+        its episode), each episode's KV cache is kept for its next turn until :meth:`forget`."""
         if keys is not None and len(keys) != len(conversations):
             raise ValueError(f"generate: {len(keys)} keys for {len(conversations)} conversations.")
+        seeds = row_seeds(seed, len(conversations))
         encoded = [tuple(self.encode(c)) for c in conversations]
         order: dict[tuple, list[int]] = {}
         for i, e in enumerate(encoded):
@@ -216,7 +297,6 @@ class HFBackend:
         if temperature > 0 and not self.cfg.share_prefix:  # encode every copy apart
             groups = [(p, [i]) for p, idx in groups for i in idx]
         per_group = [1 if temperature <= 0 else len(idx) for _, idx in groups]  # greedy: one per distinct prompt
-        torch.manual_seed(seed)
         start = 0
         while start < len(groups):  # chunks of at most batch_size sequences
             end, total = start, 0
@@ -226,7 +306,8 @@ class HFBackend:
             chunk = groups[start:end]
             reuse = [self._reusable(p, [keys[i] for i in idx]) if keys is not None and self.cfg.keep_cache
                      else (0, None) for p, idx in chunk]
-            outs, kept = self._run([p for p, _ in chunk], per_group[start:end], reuse, temperature)
+            outs, kept = self._run([p for p, _ in chunk], per_group[start:end], reuse, temperature,
+                                   [seeds[i] for (_, idx), n in zip(chunk, per_group[start:end]) for i in idx[:n]])
             k = 0
             for (_, idx), n in zip(chunk, per_group[start:end]):
                 for j, i in enumerate(idx):

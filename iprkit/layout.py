@@ -113,6 +113,11 @@ class RunLayout:
     def mc_cache(self, scorer_id: str) -> Path:
         return self.root / "mc_cache" / f"{scorer_id}.jsonl"
 
+    @property
+    def servers(self) -> Path:
+        """Logs of the LLM servers the run launched (one folder per launch)."""
+        return self.root / "servers"
+
     # -- per seed, method and iteration ------------------------------------------------
     def seed_dir(self, seed: int) -> Path:
         return self.root / f"seed{seed}"

@@ -57,6 +57,10 @@ def check_run(cfg: RunSettings) -> None:
                                   "or unset sft_model to train one.")
     if cfg.experts_file and not Path(cfg.experts_file).is_file():
         raise IprkitError(f"experts_file={cfg.experts_file!r}: no such file.")
+    if cfg.server.backend == "server" and cfg.server.launch:
+        from iprkit.serving import check_launcher
+
+        check_launcher(cfg.server.kind, cfg.server.python)
     scorer = cfg.mc.scorer
     if scorer not in ("sft", "current") and (scorer.startswith((".", "/", "~")) or Path(scorer).exists()) \
             and not (Path(scorer).expanduser() / "config.json").exists():
@@ -320,14 +324,22 @@ class Runner:
         return seed * 1000 + k + (500 if stage == "score" else 0)
 
     def engine(self, model_path: Path, seed: int, snapshots: bool = False):
-        """A rollout engine over this run's env with the model at ``model_path``."""
-        from iprkit.backends import HFBackend
-        from iprkit.models import load_model
+        """A rollout engine over this run's env with the model at ``model_path``: in this process, or on LLM
+        servers (``server.backend=server``; a launched server lives as long as the engine)."""
         from iprkit.rollout import RolloutEngine
 
-        model, tok = load_model(model_path)
-        return RolloutEngine(HFBackend(model, tok, self.cfg.generation), self.env_factory, seed=seed,
-                             max_live=self.cfg.generation.batch_size, snapshots=snapshots)
+        if self.cfg.server.backend == "server":
+            from iprkit.server import server_backend
+
+            self.layout.servers.mkdir(parents=True, exist_ok=True)
+            backend = server_backend(model_path, self.cfg.generation, self.cfg.server, self.cfg.threads, self.layout.servers)
+            live = self.cfg.server.concurrency
+        else:
+            from iprkit.backends import HFBackend
+            from iprkit.models import load_model
+
+            backend, live = HFBackend(*load_model(model_path), self.cfg.generation), self.cfg.generation.batch_size
+        return RolloutEngine(backend, self.env_factory, seed=seed, max_live=live, snapshots=snapshots)
 
     def _results(self) -> dict:
         """The table over every method, iteration and seed; written as results.json/md and metrics.json."""

@@ -127,7 +127,7 @@ def score(engine: RolloutEngine, cache: MCCache, scorer_id: str, env_id: str, re
             todo.setdefault(k, []).append(i)
     keys = list(todo)
     specs = [EpisodeSpec(requests[todo[k][0]].task_id, prefix=requests[todo[k][0]].steps, temperature=cfg.temperature,
-                         meta={"mc_key": k}) for k in keys for _ in range(cfg.n)]
+                         meta={"mc_key": k}, sample=j) for k in keys for j in range(cfg.n)]
     trajs = engine.run(specs, desc="MC rollouts", progress=progress) if specs else []
     new: dict[str, MCEstimate] = {}
     for j, k in enumerate(keys):

@@ -104,6 +104,65 @@ class GenerationSettings:
                 "must be None (the model's window) or at least 16 tokens")
 
 
+SERVER_KINDS = ("openai", "vllm", "transformers")
+"""What the server is: ``openai`` (any OpenAI-compatible completions server: SGLang, TGI, llama.cpp; standard
+fields only), ``vllm`` (token-id prompts and ``return_token_ids``), ``transformers`` (``transformers serve``: text
+prompts; sampling must be asked for with ``generation_config``)."""
+
+
+@dataclass
+class ServerSettings:
+    """Rollouts from OpenAI-compatible LLM servers instead of the in-process model (``backend=server``). The kit
+    applies the chat template itself and sends the prompt as text or token ids, so prompts are the in-process
+    backend's byte for byte."""
+
+    backend: str = "hf"
+    """``hf``: the kit's own decode loop in this process; ``server``: the servers below."""
+    kind: str = "openai"
+    """The server: openai (any), vllm, transformers (see ``SERVER_KINDS``)."""
+    urls: list[str] = field(default_factory=list)
+    """Base URLs of running servers (``http://host:8000``), one per replica; requests are spread across them.
+    Empty with ``launch=true``: the kit starts one for each stage."""
+    launch: bool = False
+    """Start a server of ``kind`` (vllm or transformers) on each stage's model folder (the SFT scorer, the current
+    policy) on a free loopback port, and stop it after the stage."""
+    python: str = ""
+    """The Python interpreter that runs a launched server (vLLM's own venv: its CPU build pins an older
+    transformers); empty: this one."""
+    extra_args: list[str] = field(default_factory=list)
+    """More command-line arguments for a launched server (e.g. ``--gpu-memory-utilization 0.5``)."""
+    prompt: str = "tokens"
+    """Send prompts as ``tokens`` (ids: exact) or ``text`` (the template's text; the server tokenizes it again).
+    ``transformers serve`` takes only text."""
+    concurrency: int = 64
+    """Requests in flight at once (episodes advancing independently), across all replicas."""
+    timeout_s: float = 300.0
+    """Seconds a request may take before it counts as failed."""
+    retries: int = 3
+    """Failed tries in a row after which a replica is dropped (each retry waits ``backoff_s`` x 2^try)."""
+    backoff_s: float = 0.5
+    """First wait before a retry, in seconds (doubling)."""
+    startup_s: float = 300.0
+    """Seconds a launched server may take to answer ``/health``."""
+
+    def __post_init__(self):
+        require(self.backend in ("hf", "server"), "server.backend", self.backend, "choose hf or server")
+        require(self.kind in SERVER_KINDS, "server.kind", self.kind, f"choose from {list(SERVER_KINDS)}")
+        require(self.prompt in ("tokens", "text"), "server.prompt", self.prompt, "choose tokens or text")
+        require(not (self.kind == "transformers" and self.prompt == "tokens"), "server.prompt", self.prompt,
+                "transformers serve takes text prompts only: set server.prompt=text")
+        require(not self.launch or self.kind in ("vllm", "transformers"), "server.launch", self.launch,
+                "the kit launches server.kind=vllm or transformers; for another server, start it and give server.urls")
+        require(self.backend == "hf" or self.launch or bool(self.urls), "server.urls", self.urls,
+                "give one or more base URLs (http://host:port) or set server.launch=true")
+        bad = [u for u in self.urls if not str(u).startswith(("http://", "https://"))]
+        require(not bad, "server.urls", bad, "each must start with http:// or https://")
+        _whole(self, "server.", 1, "concurrency")
+        _whole(self, "server.", 0, "retries")
+        _positive(self, "server.", "timeout_s", "startup_s")
+        require(self.backoff_s >= 0, "server.backoff_s", self.backoff_s, "must be >= 0")
+
+
 # -- the stages ------------------------------------------------------------------------
 
 
@@ -345,6 +404,8 @@ class RunSettings:
     """Preference training."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     """How models write turns in every rollout."""
+    server: ServerSettings = field(default_factory=ServerSettings)
+    """Where rollouts run: in this process (default) or on OpenAI-compatible LLM servers."""
     threads: int = 2
     """torch CPU threads, for every stage of the run."""
     sft_model: str | None = None

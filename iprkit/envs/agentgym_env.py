@@ -44,6 +44,7 @@ class AgentGymEnv(Env):
     """An environment behind an AgentGym env server (HTTP)."""
 
     name = "agentgym"
+    thread_safe = True  # each copy has its own HTTP requests and server-side env id
     splits = ("train", "test")
     test_splits = ("test",)
     option_docs = {

@@ -89,6 +89,10 @@ class Env(ABC):
     max_instances: ClassVar[int | None] = None
     """Most copies of this env alive at once (each may hold a process, such as a JVM): the rollout engine keeps
     no more live episodes than this (None: no limit of the env's own)."""
+    thread_safe: ClassVar[bool] = False
+    """Whether copies of this env may reset and step at the same time in threads of one process (the engine's
+    independent schedule). False: the engine runs their env work one at a time (model requests stay concurrent).
+    TextWorld is not: loading games in two threads at once breaks its grammar parser."""
 
     def __init__(self, preamble: str | None = None) -> None:
         self.preamble_override = preamble

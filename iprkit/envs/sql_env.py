@@ -124,6 +124,7 @@ class SqlEnv(Env):
     """InterCode-SQL on Spider dev, split by database."""
 
     name = "sql"
+    thread_safe = True  # each copy has its own database connection
     splits = ("train", "test")
     test_splits = ("test",)
     option_docs = {

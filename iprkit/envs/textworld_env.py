@@ -125,6 +125,14 @@ _STATUS = re.compile(r"\n?>\s*(-= .*? =-\s*\d+/\d+)?\s*$")
 _END = re.compile(r"\s*\*\*\* The End \*\*\*.*", re.DOTALL)
 
 
+def zmachine_command(action: str) -> str:
+    """What the Z-machine can take: one line of printable ASCII, at most 190 bytes. Jericho hands the UTF-8
+    bytes to Frotz as they are (its buffer holds 198); sampled turns with non-ASCII bytes or line breaks
+    corrupted its memory here and crashed the process (a segfault) some steps later, in another game."""
+    text = " ".join(action.split()).encode("ascii", "ignore").decode()
+    return "".join(c for c in text if c.isprintable())[:190]
+
+
 def _clean(text: str) -> str:
     """Drop the prompt/status line, the banner and the 'RESTART/QUIT' epilogue."""
     ended = "*** The End ***" in text
@@ -269,7 +277,7 @@ class TextWorldEnv(Env):
 
     def _step(self, action: str):
         self._done_actions.append(action)
-        gs, score, done = self._env.step(action)
+        gs, score, done = self._env.step(zmachine_command(action))
         self.admissible_commands = list(gs.admissible_commands or [])
         reward = max(0.0, min(1.0, (score or 0) / self._max_score))
         return _clean(gs.feedback), reward, bool(done or gs.won or gs.lost), bool(gs.won), {
