@@ -168,7 +168,7 @@ def cmd_run(args) -> int:
     from iprkit.layout import RunLayout
     from iprkit.loop import Runner, StopRun
 
-    runner = Runner(cfg, args.out, stop_after=args.stop_after)
+    runner = Runner(cfg, args.out, stop_after=args.stop_after, workers=args.workers)
     try:
         runner.run()
     except StopRun as e:
@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (a rerun resumes)")
     p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. sft, ipr/iter1/score, seed0/sft/eval); "
                                         "rerun to resume")
+    p.add_argument("--workers", type=whole(1), default=1, help="processes that split exploration, Monte Carlo scoring "
+                   "and evaluation (launched with torchrun; the results are the same for any number)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] methods=[sft,ipr] mc.n=5")
     p.set_defaults(func=cmd_run)
 

@@ -113,6 +113,13 @@ class RunLayout:
     def mc_cache(self, scorer_id: str) -> Path:
         return self.root / "mc_cache" / f"{scorer_id}.jsonl"
 
+    def shard(self, stage: str, rank: int, world: int) -> Path:
+        """One worker's results of a sharded stage (merged into the stage's artifact, then removed)."""
+        return self.shards(stage) / f"{rank}-of-{world}.pkl"
+
+    def shards(self, stage: str) -> Path:
+        return self.root / "shards" / stage.replace("/", "__")
+
     @property
     def servers(self) -> Path:
         """Logs of the LLM servers the run launched (one folder per launch)."""

@@ -71,24 +71,32 @@ def check_run(cfg: RunSettings) -> None:
 class Runner:
     """Runs one :class:`RunSettings` in one directory, stage by stage, skipping finished stages."""
 
-    def __init__(self, cfg: RunSettings, out: str | Path, progress: bool = True, stop_after: str | None = None):
+    def __init__(self, cfg: RunSettings, out: str | Path, progress: bool = True, stop_after: str | None = None,
+                 workers: int = 1, worker: bool = False):
         """``stop_after``: stop cleanly after the stage named so (``ipr/iter1/score``; a group such as
-        ``sft`` or ``seed0/sft/eval`` stops after its last stage), as an interruption would; a rerun resumes."""
+        ``sft`` or ``seed0/sft/eval`` stops after its last stage), as an interruption would; a rerun resumes.
+        ``workers``: run exploration, scoring and evaluation in that many processes (:mod:`iprkit.shard`; the
+        artifacts are the same for any number). ``worker``: this process is one of them (no lock, no config
+        written: the main process holds both)."""
         check_run(cfg)
-        self.cfg, self.layout, self.progress = cfg, RunLayout(out), progress
+        if not (isinstance(workers, int) and workers >= 1):
+            raise IprkitError(f"--workers {workers!r}: must be a whole number >= 1.")
+        self.cfg, self.layout, self.progress, self.workers = cfg, RunLayout(out), progress, workers
         self.env_cls = env_class(cfg.env)
-        self.stages = StageRunner(self.layout.timings, stop_after)
+        self.stages = StageRunner(self.layout.timings, stop_after, sharder=self._sharded if workers > 1 else None)
         self.stages.check([s.name for s in self.plan()])  # an unknown stop_after fails before any work
-        self.lock = RunLock(self.layout.lock).acquire()
+        self.lock = None if worker else RunLock(self.layout.lock).acquire()
         try:
-            if cfg.mc.scorer not in ("sft", "current"):
+            if cfg.mc.scorer not in ("sft", "current") and not worker:
                 from iprkit.models import load_model
 
                 load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
-            save_run_config(self.layout.config, cfg)
-            import torch
+            if not worker:
+                save_run_config(self.layout.config, cfg)
+            if not worker:  # a worker runs with its share of the threads (set by its launcher)
+                import torch
 
-            torch.set_num_threads(cfg.threads)
+                torch.set_num_threads(cfg.threads)
             kwargs = dict(cfg.env_kwargs)
             self.from_release = bool(cfg.experts_file) and is_release_file(cfg.experts_file)
             if self.from_release and cfg.release_instruction and (p := release_preamble(read_items(cfg.experts_file))):
@@ -97,9 +105,15 @@ class Runner:
             self.env_factory = env_factory(cfg.env, kwargs, self.env)
             self.env_id = f"{cfg.env}:{sorted(kwargs.items())}"
         except BaseException:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
             raise
         self.counters: dict[str, dict] = {}
+
+    def _sharded(self, stage: Stage) -> None:
+        from iprkit.shard import run_sharded
+
+        run_sharded(self, stage.name, self.workers)
 
     # -- the plan ----------------------------------------------------------------------
     def plan(self) -> list[Stage]:
@@ -215,7 +229,7 @@ class Runner:
                       f"raise env_kwargs.max_steps to compare fairly.")
             return [EpisodeSpec(t) for t in ids]
 
-        drops = []  # prompts cut to the context budget, per engine
+        tag = self.layout.stage(seed, method, k, "eval", split)
 
         def do(specs):
             engine = self.engine(self.layout.model(seed, method, k), seed)
@@ -223,10 +237,12 @@ class Runner:
                 return engine.run(specs, desc=f"eval {split}", progress=self.progress)
             finally:
                 engine.close()
-                drops.append(engine.backend.stats["context_drops"])
+                counts = self.counters.setdefault(tag, {}).setdefault("eval", {"context_drops": 0})
+                counts["context_drops"] += engine.backend.stats["context_drops"]  # prompts cut to the context budget
 
         def write(trajs):
-            save_eval(self.layout.eval(seed, method, k), split, {**summarize(trajs), "context_drops": sum(drops)}, trajs)
+            drops = self.counters.get(tag, {}).get("eval", {}).get("context_drops", 0)
+            save_eval(self.layout.eval(seed, method, k), split, {**summarize(trajs), "context_drops": drops}, trajs)
 
         return Work(items, do, write)
 
@@ -280,10 +296,13 @@ class Runner:
             finally:
                 engine.close()
             self.counters.setdefault(tag, {})["mc"] = counts
-            write_json(it.mc_counts, counts)
             return [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
 
-        return Work(items, do, lambda rows: write_jsonl(it.step_rewards, rows))
+        def write(rows):
+            write_json(it.mc_counts, self.counters.get(tag, {}).get("mc", {}))  # summed over workers when sharded
+            write_jsonl(it.step_rewards, rows)
+
+        return Work(items, do, write)
 
     def _pairs(self, it, pcfg) -> None:
         from iprkit.explore import branches_by_task
@@ -392,4 +411,5 @@ class Runner:
 
     def close(self) -> None:
         self.env.close()
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()

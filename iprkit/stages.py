@@ -94,8 +94,9 @@ def stop_index(names: list[str], target: str) -> int:
 class StageRunner:
     """Runs stages: skip finished ones, time the rest, stop after ``stop_after``."""
 
-    def __init__(self, timings_path: Path, stop_after: str | None = None):
-        self.timings_path, self.stop_after = Path(timings_path), stop_after
+    def __init__(self, timings_path: Path, stop_after: str | None = None, sharder: Callable[[Stage], None] | None = None):
+        """``sharder``: runs a :class:`Work` stage across workers instead of in this process (:mod:`iprkit.shard`)."""
+        self.timings_path, self.stop_after, self.sharder = Path(timings_path), stop_after, sharder
         self.ran: list[str] = []
 
     def check(self, names: list[str]) -> None:
@@ -116,7 +117,10 @@ class StageRunner:
         if stage.done():
             return False
         with self.timed(stage.name, stage.timed):
-            stage.run()
+            if self.sharder is not None and isinstance(stage.run, Work):
+                self.sharder(stage)
+            else:
+                stage.run()
         if not stage.done():
             missing = [str(p) for p in stage.outputs if not p.exists()]
             raise IprkitError(f"stage {stage.name} finished without writing {missing}.")

@@ -1,0 +1,64 @@
+"""Stages sharded across worker processes (launched with torchrun): exploration, Monte Carlo scoring and
+evaluation give the same artifacts with one process or two, and a worker that died leaves the others' shards
+for the rerun."""
+
+import pickle
+
+import pytest
+
+from iprkit.config import from_dict
+from iprkit.io import read_json, read_jsonl
+from iprkit.layout import RunLayout
+from iprkit.loop import Runner, StopRun
+from iprkit.presets import RUN_PRESETS
+from iprkit.settings import RunSettings
+
+
+def _run(out, smoke_model, workers, **kw):
+    cfg = from_dict(RunSettings, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "sft_model": str(smoke_model),
+                                  "mc": {"n": 3, "temperature": 1.0}, "n_explore": 4})
+    runner = Runner(cfg, out, progress=False, workers=workers, **kw)
+    try:
+        runner.run()
+    except StopRun:
+        pass
+    finally:
+        runner.close()
+    return RunLayout(out)
+
+
+@pytest.mark.slow
+def test_one_worker_or_two_give_the_same_exploration_estimates_and_evaluation(smoke_model, tmp_path):
+    one, two = _run(tmp_path / "k1", smoke_model, 1), _run(tmp_path / "k2", smoke_model, 2)
+    rows = lambda p: [r for _, r in read_jsonl(p)]
+    it1, it2 = one.iteration(0, "ipr", 1), two.iteration(0, "ipr", 1)
+    assert rows(it1.explore) == rows(it2.explore)
+    sampled = [r for r in rows(it1.step_rewards) if not r["terminal"]]
+    assert sampled and rows(it1.step_rewards) == rows(it2.step_rewards)  # the sampled MC rollouts too
+    assert read_json(it1.mc_counts) == read_json(it2.mc_counts)  # the workers' counters, summed
+    for lay in (one, two):
+        assert lay.eval(0, "ipr", 1).metrics("test").exists()
+    assert rows(one.eval(0, "sft", 0).tasks("test")) == rows(two.eval(0, "sft", 0).tasks("test"))
+    assert not list(two.shards("seed0/ipr/iter1/score").glob("*.pkl"))  # merged, then removed
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_the_shards_that_finished(smoke_model, tmp_path):
+    from iprkit.shard import worker
+
+    lay = _run(tmp_path / "k2", smoke_model, 2, stop_after="sft/eval")  # a run that stopped before exploring
+    stage = "seed0/ipr/iter1/explore"
+    import os
+
+    os.environ.update(RANK="1", WORLD_SIZE="2")
+    try:
+        worker(lay.root, stage, threads=1)  # as if rank 1 finished and rank 0 was killed
+    finally:
+        del os.environ["RANK"], os.environ["WORLD_SIZE"]
+    done = lay.shard(stage, 1, 2)
+    marked = pickle.loads(done.read_bytes())
+    marked["results"][0].meta["kept"] = True  # a mark that only the kept shard carries
+    done.write_bytes(pickle.dumps(marked))
+    again = _run(tmp_path / "k2", smoke_model, 2)
+    explored = [r for _, r in read_jsonl(again.iteration(0, "ipr", 1).explore)]
+    assert explored[1]["meta"].get("kept") is True and "kept" not in explored[0]["meta"]
