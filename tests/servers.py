@@ -6,22 +6,17 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from iprkit.serving import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TEXTCRAFT = Path(os.environ.get("TEXTCRAFT_DIR") or REPO.parent / "shared" / "third_party" / "agentgym-textcraft")
 VENVS = REPO / ".cache" / "venvs"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def venv(name: str, packages: list[str], remove: tuple[str, ...] = ()) -> Path:
