@@ -83,6 +83,7 @@ class Runner:
             raise IprkitError(f"--workers {workers!r}: must be a whole number >= 1.")
         self.cfg, self.layout, self.progress, self.workers = cfg, RunLayout(out), progress, workers
         self.env_cls = env_class(cfg.env)
+        self.fits: dict = {}  # stage -> its training function (out folder -> None), for processes that train together
         self.stages = StageRunner(self.layout.timings, stop_after, sharder=self._sharded if workers > 1 else None)
         self.stages.check([s.name for s in self.plan()])  # an unknown stop_after fails before any work
         self.lock = None if worker else RunLock(self.layout.lock).acquire()
@@ -178,19 +179,41 @@ class Runner:
 
     # -- SFT -----------------------------------------------------------------------------
     def _sft_stage(self, seed: int) -> Stage:
+        from iprkit.sft import train_sft
+
         paths = self.layout.sft(seed)
+        self.fits[self.layout.stage(seed, "sft", 0)] = lambda out: train_sft(
+            self.expert_sets[0], self.cfg.sft, out, seed=seed, progress=self.progress)
         return Stage(self.layout.stage(seed, "sft", 0), [paths.model], lambda: self._train_sft(seed),
                      inputs=[self.layout.experts(self.cfg.train_split)])
 
     def _train_sft(self, seed: int) -> None:
-        from iprkit.sft import train_sft
-
         paths = self.layout.sft(seed)
         with staged_dir(paths.dir, self.layout.sft_staging(seed)) as tmp:
             if self.cfg.sft_model:
                 self._copy_sft_model(Path(self.cfg.sft_model.format(seed=seed)), type(paths)(tmp))
             else:
-                train_sft(self.expert_sets[0], self.cfg.sft, tmp, seed=seed, progress=self.progress)
+                self._fit(self.layout.stage(seed, "sft", 0), tmp, prepare=lambda out: self._prepare_sft(seed, out))
+
+    def _prepare_sft(self, seed: int, out: Path) -> None:
+        """Before processes train SFT together: the from-scratch model's initial folder, made once."""
+        from iprkit.models import is_preset
+        from iprkit.sft import prepare_init
+
+        if is_preset(self.cfg.sft.model.name_or_path):
+            prepare_init(self.expert_sets[0], self.cfg.sft, type(self.layout.sft(seed))(out), seed)
+
+    def _fit(self, stage: str, out: Path, prepare=None) -> None:
+        """Train ``stage`` into ``out``: here, or in ``train.num_processes`` processes (or an accelerate config's)
+        that each rebuild the run and call the same function, ``self.fits[stage]`` (see :mod:`iprkit.shard`)."""
+        if self.cfg.train.num_processes == 1 and not self.cfg.train.accelerate_config:
+            self.fits[stage](out)
+            return
+        from iprkit.shard import run_training
+
+        if prepare is not None:
+            prepare(out)
+        run_training(self, stage, out)
 
     @staticmethod
     def _copy_sft_model(src: Path, dst) -> None:
@@ -254,13 +277,14 @@ class Runner:
         it, tag = self.layout.iteration(seed, method, k), self.layout.stage(seed, method, k)
         name = lambda part: f"{tag}/{part}"
         prev = self.layout.model(seed, method, k - 1)
+        self.fits[name("train")] = lambda out: self._dpo(seed, it, prev, dcfg, out)
         return [
             Stage(name("explore"), [it.explore], self._explore_work(seed, k, prev, it, pcfg.step_pairs), inputs=[prev]),
             # only step pairs need step rewards: ETO scores nothing (an empty file, and no timing)
             Stage(name("score"), [it.step_rewards], self._score_work(seed, k, tag, it, prev) if pcfg.step_pairs
                   else (lambda: write_jsonl(it.step_rewards, [])), timed=pcfg.step_pairs, inputs=[it.explore]),
             Stage(name("pairs"), [it.pairs], lambda: self._pairs(it, pcfg), inputs=[it.explore, it.step_rewards]),
-            Stage(name("train"), [it.model], lambda: self._train(seed, it, prev, dcfg), inputs=[it.pairs, prev]),
+            Stage(name("train"), [it.model], lambda: self._train(name("train"), it, prev), inputs=[it.pairs, prev]),
         ]
 
     def _explore_work(self, seed: int, k: int, prev: Path, it, every_step: bool) -> Work:
@@ -321,20 +345,38 @@ class Runner:
         write_json(it.pair_stats, pair_stats(pairs, rows))
         write_jsonl(it.pairs, pairs)
 
-    def _train(self, seed: int, it, prev: Path, dcfg) -> None:
+    def _train(self, stage: str, it, prev: Path) -> None:
         """DPO (+ NLL) from the previous policy against the reference; no pairs: the policy carries over."""
-        pairs = [p for _, p in read_jsonl(it.pairs)]
+        from iprkit.train import pairs_on_disk
+
         with staged_dir(it.model) as tmp:
-            if not pairs:
+            if not any(True for _ in read_jsonl(it.pairs)):
                 print(f"{it.dir}: no pairs, nothing to learn this iteration; the policy carries over unchanged")
                 shutil.rmtree(tmp)
                 shutil.copytree(prev, tmp)
                 write_json(it.train_metrics, {"pairs": 0, "skipped": True})
                 return
-            from iprkit.train import train_dpo
+            try:
+                self._fit(stage, tmp, prepare=lambda out: pairs_on_disk([p for _, p in read_jsonl(it.pairs)],
+                                                                        self._pairs_data(out)))
+            finally:
+                shutil.rmtree(self._pairs_data(tmp), ignore_errors=True)
 
-            ref = self.layout.model(seed, "sft", 0) if dcfg.reference == "sft" else prev
-            write_json(it.train_metrics, train_dpo(pairs, prev, ref, dcfg, tmp, seed=seed, progress=self.progress))
+    @staticmethod
+    def _pairs_data(out: Path) -> Path:
+        return out.with_name(out.name + ".pairs")
+
+    def _dpo(self, seed: int, it, prev: Path, dcfg, out: Path) -> None:
+        from iprkit.sft import is_main_process
+        from iprkit.train import train_dpo
+
+        pairs = [p for _, p in read_jsonl(it.pairs)]
+        ref = self.layout.model(seed, "sft", 0) if dcfg.reference == "sft" else prev
+        data = self._pairs_data(out)
+        metrics = train_dpo(pairs, prev, ref, dcfg, out, seed=seed, progress=self.progress,
+                            data=data if data.exists() else None)
+        if is_main_process():
+            write_json(it.train_metrics, metrics)
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod

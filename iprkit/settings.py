@@ -163,6 +163,22 @@ class ServerSettings:
         require(self.backoff_s >= 0, "server.backoff_s", self.backoff_s, "must be >= 0")
 
 
+@dataclass
+class TrainSettings:
+    """How the SFT and DPO stages spread over processes (the global batch stays ``batch_size`` x ``grad_accum``:
+    each of N processes takes ``batch_size / N`` examples per step)."""
+
+    num_processes: int = 1
+    """Train with this many processes (DDP; launched with torchrun: GPUs, or CPU processes over gloo)."""
+    accelerate_config: str | None = None
+    """An ``accelerate`` config file (multi-GPU DDP, FSDP, DeepSpeed ZeRO-3; see ``configs/accelerate/``): training
+    is launched with ``accelerate launch --config_file`` and the process count comes from the file. A copy is kept
+    in the run directory."""
+
+    def __post_init__(self):
+        _whole(self, "train.", 1, "num_processes")
+
+
 # -- the stages ------------------------------------------------------------------------
 
 
@@ -406,6 +422,8 @@ class RunSettings:
     """How models write turns in every rollout."""
     server: ServerSettings = field(default_factory=ServerSettings)
     """Where rollouts run: in this process (default) or on OpenAI-compatible LLM servers."""
+    train: TrainSettings = field(default_factory=TrainSettings)
+    """How many processes train (SFT and DPO)."""
     threads: int = 2
     """torch CPU threads, for every stage of the run."""
     sft_model: str | None = None
@@ -433,6 +451,10 @@ class RunSettings:
             v = getattr(self, n)
             require(v is None or (isinstance(v, int) and v >= 1), n, v, "must be None (all) or a whole number >= 1")
         require(self.explore_temperature >= 0, "explore_temperature", self.explore_temperature, "must be >= 0")
+        for section in ("sft", "dpo"):
+            b = getattr(self, section).batch_size
+            require(b % self.train.num_processes == 0, f"{section}.batch_size", b,
+                    f"must divide among train.num_processes={self.train.num_processes} processes (the global batch is kept)")
         if self.explore_held_out and (self.n_experts is None or self.n_explore is None):
             raise IprkitError("explore_held_out=true needs n_experts (the SFT tasks) and n_explore (the held-out tasks "
                               "after them); set both, and give the train split n_experts + n_explore tasks.")

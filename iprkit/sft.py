@@ -10,6 +10,7 @@ from pathlib import Path
 
 from iprkit.augment import renamed_copies
 from iprkit.config import save_run_config
+from iprkit.errors import IprkitError
 from iprkit.io import write_json
 from iprkit.layout import SFTPaths
 from iprkit.models import corpus, count_parameters, create_tiny, is_preset, load_model
@@ -21,17 +22,19 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
               progress: bool = True) -> Path:
     """Train on ``trajs`` with ``seed`` (initialisation, data order, dropout); saves the model folder to
     ``out_dir/model`` and the resolved config and training metrics beside it. Returns the model folder.
-    The caller sets torch's threads (the run's ``threads``)."""
+    The caller sets torch's threads (the run's ``threads``). Under a launcher (torchrun, accelerate) every process
+    calls this with the same arguments; each takes ``batch_size / world size`` examples per step and only the first
+    writes (a tiny model's initial folder must exist before: :func:`prepare_init`)."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     paths = SFTPaths(Path(out_dir))
-    save_run_config(paths.config, cfg)
+    world, main = world_size(), is_main_process()
+    if main:
+        save_run_config(paths.config, cfg)
     set_seed(seed)
-    base = cfg.model.name_or_path
-    if is_preset(base):
-        base = create_tiny(corpus(trajs), paths.init, preset=base, seed=seed)
+    base = prepare_init(trajs, cfg, paths, seed) if is_preset(cfg.model.name_or_path) else cfg.model.name_or_path
     model, tok = load_model(base, cfg.model, trainable=True)
     if cfg.copy_warmup_steps > 0:
         _copy_warmup(model, tok, trajs, cfg, paths.warmup, seed, progress)
@@ -41,7 +44,7 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
     args = SFTConfig(
         output_dir=str(paths.trainer), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=int(cfg.warmup_ratio * n_steps), per_device_train_batch_size=cfg.batch_size,
+        warmup_steps=int(cfg.warmup_ratio * n_steps), per_device_train_batch_size=per_process(cfg.batch_size, world),
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length,
         assistant_only_loss=cfg.assistant_only_loss, bf16=cfg.bf16,
         activation_checkpointing=cfg.gradient_checkpointing,
@@ -50,13 +53,43 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     result = trainer.train()
+    if not main:
+        return paths.model
     trainer.model.save_pretrained(paths.model)
     tok.save_pretrained(paths.model)
-    write_json(paths.metrics, {
+    write_json(paths.metrics, {"processes": world,
         "seed": seed, "train_loss": result.training_loss, "steps": result.global_step, "examples": len(ds),
         "parameters": count_parameters(trainer.model), "runtime_s": result.metrics.get("train_runtime"),
         "log_history": trainer.state.log_history})
     return paths.model
+
+
+def world_size() -> int:
+    """Processes training together (set by torchrun / accelerate launch; 1 otherwise)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def per_process(batch_size: int, world: int) -> int:
+    """Each process's share of a global batch."""
+    if batch_size % world:
+        raise IprkitError(f"batch_size={batch_size} does not divide among {world} processes; choose a multiple of {world}.")
+    return batch_size // world
+
+
+def prepare_init(trajs: list[Trajectory], cfg: SFTSettings, paths: SFTPaths, seed: int) -> Path:
+    """The from-scratch tiny model and tokenizer in ``paths.init`` (made once: processes training together
+    all load the same folder)."""
+    if not (paths.init / "config.json").exists():
+        create_tiny(corpus(trajs), paths.init, preset=cfg.model.name_or_path, seed=seed)
+    return paths.init
 
 
 def copy_dataset(trajs: list[Trajectory], n: int, seed: int = 0):

@@ -113,14 +113,24 @@ def pairs_dataset(pairs: list[dict]):
     return Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
 
 
+def pairs_on_disk(pairs: list[dict], folder: Path) -> Path:
+    """The pairs as a dataset folder, for processes that train together: TRL caches its maps (reference log-probs)
+    next to a dataset's files, and every process must find the same cache; an in-memory dataset's cache is in a
+    temporary folder of each process's own."""
+    pairs_dataset(pairs).save_to_disk(str(folder))
+    return folder
+
+
 def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, cfg: DPOSettings, out_dir: str | Path,
-              seed: int = 0, progress: bool = True) -> dict:
+              seed: int = 0, progress: bool = True, data: Path | None = None) -> dict:
     """Train the policy (initialised from ``policy_path``) on ``pairs`` against the reference at ``ref_path``,
     with ``seed`` for the data order; saves the model to ``out_dir`` and returns training metrics. The caller
-    sets torch's threads (the run's ``threads``)."""
+    sets torch's threads (the run's ``threads``). ``data``: the pairs as saved by :func:`pairs_on_disk` (several
+    processes)."""
     from transformers import set_seed
 
     from iprkit.models import load_model
+    from iprkit.sft import is_main_process, per_process, world_size
 
     set_seed(seed)
     model, tok = load_model(policy_path, trainable=True)
@@ -131,12 +141,18 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
     loss_type, weights = ["sigmoid"], [1.0]
     if cfg.nll_weight > 0:
         loss_type, weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
-    ds = pairs_dataset(pairs)
+    if data is not None:
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(data))
+    else:
+        ds = pairs_dataset(pairs)
     n_steps = max(1, int(cfg.epochs * len(ds) / (cfg.batch_size * cfg.grad_accum)))
     args = DPOConfig(
         output_dir=str(Path(out_dir).parent / f"{Path(out_dir).name}.trainer"), beta=cfg.beta, loss_type=loss_type, loss_weights=weights,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=int(cfg.warmup_ratio * n_steps),
-        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs, per_device_train_batch_size=per_process(cfg.batch_size, world_size()),
+        gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, precompute_ref_log_probs=True, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
         seed=seed, save_strategy="no", report_to="none", disable_tqdm=not progress, logging_steps=5,
         dataset_num_proc=None, activation_checkpointing=cfg.gradient_checkpointing)
@@ -144,8 +160,9 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
     trainer = IPRTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,
                          data_collator=collator, nll=cfg.nll, mask_observations=cfg.mask_observations)
     result = trainer.train()
-    shutil.rmtree(args.output_dir, ignore_errors=True)
-    trainer.model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return {"train_loss": result.training_loss, "steps": result.global_step, "pairs": len(ds),
+    if is_main_process():  # processes training together: the first one writes
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+        trainer.model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+    return {"processes": world_size(), "train_loss": result.training_loss, "steps": result.global_step, "pairs": len(ds),
             "log_history": trainer.state.log_history}
