@@ -121,6 +121,11 @@ class RunLayout:
         return self.root / "shards" / stage.replace("/", "__")
 
     @property
+    def accelerate_config(self) -> Path:
+        """A copy of the accelerate config the run's training used (``train.accelerate_config``)."""
+        return self.root / "accelerate.yaml"
+
+    @property
     def servers(self) -> Path:
         """Logs of the LLM servers the run launched (one folder per launch)."""
         return self.root / "servers"

@@ -57,6 +57,9 @@ def check_run(cfg: RunSettings) -> None:
                                   "or unset sft_model to train one.")
     if cfg.experts_file and not Path(cfg.experts_file).is_file():
         raise IprkitError(f"experts_file={cfg.experts_file!r}: no such file.")
+    if cfg.train.accelerate_config and not Path(cfg.train.accelerate_config).is_file():
+        raise IprkitError(f"train.accelerate_config={cfg.train.accelerate_config!r}: no such file (examples: "
+                          "configs/accelerate/).")
     if cfg.server.backend == "server" and cfg.server.launch:
         from iprkit.serving import check_launcher
 
@@ -94,6 +97,8 @@ class Runner:
                 load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
             if not worker:
                 save_run_config(self.layout.config, cfg)
+                if cfg.train.accelerate_config:  # the run keeps the accelerate config its training used
+                    atomic_write_text(self.layout.accelerate_config, Path(cfg.train.accelerate_config).read_text())
             if not worker:  # a worker runs with its share of the threads (set by its launcher)
                 import torch
 

@@ -97,3 +97,28 @@ def test_two_training_processes_match_one(tmp_path, smoke_model):
     # DPO moved the weights (about 2e-4 here); the two runs' models differ by float rounding (about 6e-6)
     assert gap(m1, m2) < 0.1 * gap(m1, sft)
     assert not list(l2.root.rglob("*.pairs"))  # the pairs' dataset folder for the processes is cleaned up
+
+
+@pytest.mark.slow
+def test_training_under_accelerate_launch_keeps_its_config(tmp_path, smoke_model, capsys):
+    """``train.accelerate_config``: training goes through ``accelerate launch --config_file`` (here a one-process
+    CPU config; the multi-GPU examples in configs/accelerate/ are documented, not run), and the run keeps the file."""
+    config = tmp_path / "cpu.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
+                      "num_machines: 1\nmixed_precision: 'no'\nuse_cpu: true\n")
+    cfg = from_dict(RunSettings, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "sft_model": str(smoke_model),
+                                  "mc": {"n": 3, "temperature": 1.0}, "n_explore": 4,
+                                  "train": {"accelerate_config": str(config)}})
+    runner = Runner(cfg, tmp_path / "acc2", progress=False, stop_after="ipr/iter1/train")
+    try:
+        runner.run()
+    except StopRun:
+        pass
+    finally:
+        runner.close()
+    lay = RunLayout(tmp_path / "acc2")
+    assert lay.accelerate_config.read_text() == config.read_text()
+    assert f"seed0/ipr/iter1/train: training with accelerate config {config}" in capsys.readouterr().out
+    assert (lay.shards("seed0/ipr/iter1/train") / "train.log").exists()
+    assert read_json(lay.iteration(0, "ipr", 1).train_metrics)["processes"] == 1
+    assert (lay.model(0, "ipr", 1) / "config.json").exists()
