@@ -14,9 +14,10 @@ from iprkit.presets import RUN_PRESETS
 from iprkit.settings import RunSettings
 
 
-def _run(out, smoke_model, workers, **kw):
+def _run(out, smoke_model, workers, settings=None, **kw):
+    """A smoke IPR run from the trained smoke model (``settings``: more fields)."""
     cfg = from_dict(RunSettings, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "sft_model": str(smoke_model),
-                                  "mc": {"n": 3, "temperature": 1.0}, "n_explore": 4})
+                                  "mc": {"n": 3, "temperature": 1.0}, "n_explore": 4, **(settings or {})})
     runner = Runner(cfg, out, progress=False, workers=workers, **kw)
     try:
         runner.run()
@@ -106,17 +107,8 @@ def test_training_under_accelerate_launch_keeps_its_config(tmp_path, smoke_model
     config = tmp_path / "cpu.yaml"
     config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
                       "num_machines: 1\nmixed_precision: 'no'\nuse_cpu: true\n")
-    cfg = from_dict(RunSettings, {**RUN_PRESETS["smoke"], "methods": ["ipr"], "sft_model": str(smoke_model),
-                                  "mc": {"n": 3, "temperature": 1.0}, "n_explore": 4,
-                                  "train": {"accelerate_config": str(config)}})
-    runner = Runner(cfg, tmp_path / "acc2", progress=False, stop_after="ipr/iter1/train")
-    try:
-        runner.run()
-    except StopRun:
-        pass
-    finally:
-        runner.close()
-    lay = RunLayout(tmp_path / "acc2")
+    lay = _run(tmp_path / "acc", smoke_model, 1, {"train": {"accelerate_config": str(config)}},
+               stop_after="ipr/iter1/train")
     assert lay.accelerate_config.read_text() == config.read_text()
     assert f"seed0/ipr/iter1/train: training with accelerate config {config}" in capsys.readouterr().out
     assert (lay.shards("seed0/ipr/iter1/train") / "train.log").exists()
