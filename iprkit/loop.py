@@ -11,6 +11,10 @@ way, through the artifacts :class:`~iprkit.layout.RunLayout` names:
     experts -> seed<S>/sft -> eval
             -> for each method, iteration k:  explore -> score -> pairs -> train -> eval
     -> results.json / results.md / metrics.json
+
+Where the work runs is a setting, not a different loop: rollouts in this process or on LLM
+servers (``server``, :mod:`iprkit.server`), the rollout stages in one process or K workers
+(``workers``, :mod:`iprkit.shard`), training in one process or several (``train``).
 """
 
 import shutil
