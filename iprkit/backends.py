@@ -91,7 +91,7 @@ def gumbel_noise(seeds: torch.Tensor, position: torch.Tensor, vocab: int) -> tor
     so a row's draws never depend on the other rows of the batch. ``argmax(logits / T + noise)`` samples
     from ``softmax(logits / T)`` (the Gumbel-max trick)."""
     x = mix64(seeds[:, None] * _signed(0x9E3779B97F4A7C15) + mix64(position[:, None] + 0x632BE59BD9B4E019)
-              + torch.arange(vocab, dtype=torch.long)[None])
+              + torch.arange(vocab, dtype=torch.long, device=seeds.device)[None])
     u = (_shr(mix64(x), 11).double() + 0.5) / float(1 << 53)  # uniform in (0, 1)
     return -torch.log(-torch.log(u))
 
@@ -273,12 +273,13 @@ class HFBackend:
         """Greedy, or a sample of each row from its own counter-based noise (:func:`gumbel_noise`)."""
         if temperature <= 0:
             return logits.argmax(-1)
-        scaled = (logits / temperature).double().cpu()
+        scaled = (logits / temperature).double()
         if self.cfg.top_p < 1.0:
             sp, si = torch.softmax(scaled, -1).sort(-1, descending=True)
             drop = sp.cumsum(-1) - sp > self.cfg.top_p  # keep the smallest set whose mass reaches top_p
             scaled = scaled.scatter(-1, si, scaled.gather(-1, si).masked_fill(drop, float("-inf")))
-        return (scaled + gumbel_noise(seeds, position, scaled.shape[-1])).argmax(-1).to(logits.device)
+        noise = gumbel_noise(seeds.to(scaled.device), position.to(scaled.device), scaled.shape[-1])
+        return (scaled + noise).argmax(-1)
 
     def generate(self, conversations: list[list[dict]], temperature: float = 0.0, seed: int | list[int] = 0,
                  keys: list | None = None) -> list[str]:

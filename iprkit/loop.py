@@ -99,15 +99,14 @@ class Runner:
         self.stages.check([s.name for s in self.plan()])  # an unknown stop_after fails before any work
         self.lock = None if worker else RunLock(self.layout.lock).acquire()
         try:
-            if cfg.mc.scorer not in ("sft", "current") and not worker:
-                from iprkit.models import load_model
+            if not worker:  # a worker: the main process did these, and its launcher set its share of the threads
+                if cfg.mc.scorer not in ("sft", "current"):
+                    from iprkit.models import load_model
 
-                load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
-            if not worker:
+                    load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
                 save_run_config(self.layout.config, cfg)
                 if cfg.train.accelerate_config:  # the run keeps the accelerate config its training used
                     atomic_write_text(self.layout.accelerate_config, Path(cfg.train.accelerate_config).read_text())
-            if not worker:  # a worker runs with its share of the threads (set by its launcher)
                 import torch
 
                 torch.set_num_threads(cfg.threads)
@@ -127,7 +126,7 @@ class Runner:
     def _sharded(self, stage: Stage) -> None:
         from iprkit.shard import run_sharded
 
-        run_sharded(self, stage.name, self.workers)
+        run_sharded(self, stage, self.workers)
 
     # -- the plan ----------------------------------------------------------------------
     def plan(self) -> list[Stage]:

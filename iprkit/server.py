@@ -145,15 +145,14 @@ class OpenAIBackend:
             body["generation_config"] = json.dumps({"do_sample": True})
         return body
 
-    def _text(self, choice: dict) -> tuple[str, int]:
+    def _text(self, choice: dict) -> str:
         """A choice's text, decoded from its token ids where the server returns them (byte-level tokenizers: the
-        server's text may hold back an incomplete UTF-8 sequence), and its token count."""
+        server's text may hold back an incomplete UTF-8 sequence)."""
         ids = choice.get("token_ids")
         if ids is None:
-            text = choice.get("text") or ""
-            return text, len(self.tok(text, add_special_tokens=False)["input_ids"])
+            return choice.get("text") or ""
         cut = next((i for i, t in enumerate(ids) if t in self.eos), len(ids))
-        return self.tok.decode(ids[:cut], skip_special_tokens=True), len(ids)
+        return self.tok.decode(ids[:cut], skip_special_tokens=True)
 
     def complete(self, conversation: list[dict], temperature: float = 0.0, seed: int = 0, n: int = 1) -> str | list[str]:
         """The next assistant turn of one conversation (``n`` > 1: a list of ``n`` samples from one request;
@@ -162,11 +161,8 @@ class OpenAIBackend:
         if n > 1 and self.server.kind == "transformers":
             return [self.complete(conversation, temperature, seed + j) for j in range(n)]
         answer = self.replicas.post("/v1/completions", self._body(ids, temperature, seed, n))
-        texts, new = [], 0
-        for choice in sorted(answer["choices"], key=lambda c: c.get("index", 0)):
-            text, k = self._text(choice)
-            texts.append(text)
-            new += k
+        texts = [self._text(c) for c in sorted(answer["choices"], key=lambda c: c.get("index", 0))]
+        new = (answer.get("usage") or {}).get("completion_tokens") or 0
         with self._lock:
             self.stats["calls"] += 1
             self.stats["sequences"] += n

@@ -69,18 +69,16 @@ def run_training(runner, stage: str, out: Path) -> None:
     _launch(cmd, runner.layout.shards(stage) / "train.log", threads, stage, "training")
 
 
-def run_sharded(runner, stage: str, workers: int) -> None:
-    """Main process: run ``stage`` (a :class:`Work` stage of ``runner``'s plan) on ``workers`` processes, merge
-    their shards in item order, and write the artifact."""
-    layout = runner.layout
+def run_sharded(runner, step, workers: int) -> None:
+    """Main process: run ``step`` (a :class:`~iprkit.stages.Stage` whose ``run`` is a :class:`Work`) on ``workers``
+    processes, merge their shards in item order, and write the artifact."""
+    layout, stage = runner.layout, step.name
     threads = max(1, runner.cfg.threads // workers)
     print(f"{stage}: {workers} workers ({threads} thread{'s' if threads > 1 else ''} each)", flush=True)
     _launch(command(layout.root, stage, workers, threads), layout.shards(stage) / "workers.log", threads, stage, "worker")
-    work = next(s.run for s in runner.plan() if s.name == stage)
-    n = len(work.items())
-    merged: list = [None] * n
-    for rank in range(workers):
-        part = pickle.loads(layout.shard(stage, rank, workers).read_bytes())
+    parts = [pickle.loads(layout.shard(stage, rank, workers).read_bytes()) for rank in range(workers)]
+    merged: list = [None] * sum(len(part["results"]) for part in parts)
+    for rank, part in enumerate(parts):
         for j, result in enumerate(part["results"]):
             merged[rank + j * workers] = result
         for tag, kinds in part["counters"].items():  # the workers' counters (MC: rollouts run, cache hits), summed
@@ -88,7 +86,7 @@ def run_sharded(runner, stage: str, workers: int) -> None:
                 into = runner.counters.setdefault(tag, {}).setdefault(kind, {})
                 for k, v in counts.items():
                     into[k] = into.get(k, 0) + v
-    work.write(merged)
+    step.run.write(merged)
     for p in layout.shards(stage).glob("*.pkl"):
         p.unlink()
 
