@@ -56,6 +56,10 @@ class SFTPaths:
     dir: Path
 
     model = property(lambda self: self.dir / "model")
+    """The SFT model (with ``model.lora``: the base with the trained adapter merged in, so the scorer, the reference
+    and the first policy are the SFT model itself)."""
+    adapter = property(lambda self: self.dir / "adapter")
+    """The trained LoRA adapter alone (``model.lora`` only)."""
     config = property(lambda self: self.dir / "sft_config.json")
     metrics = property(lambda self: self.dir / "sft_metrics.json")
     source = property(lambda self: self.dir / "source.json")

@@ -18,6 +18,7 @@ servers (``server``, :mod:`iprkit.server`), the rollout stages in one process or
 """
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +28,7 @@ from iprkit.envs import env_class, env_factory, make_env, options
 from iprkit.errors import IprkitError
 from iprkit.io import RunLock, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from iprkit.layout import RunLayout
+from iprkit.models import free_gpu_memory
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
 from iprkit.results import flat_metrics, format_table, results_table
 from iprkit.settings import METHODS, RunSettings
@@ -219,7 +221,10 @@ class Runner:
         """Train ``stage`` into ``out``: here, or in ``train.num_processes`` processes (or an accelerate config's)
         that each rebuild the run and call the same function, ``self.fits[stage]`` (see :mod:`iprkit.shard`)."""
         if self.cfg.train.num_processes == 1 and not self.cfg.train.accelerate_config:
-            self.fits[stage](out)
+            try:
+                self.fits[stage](out)
+            finally:
+                free_gpu_memory()  # a server launched next takes its share of what is free
             return
         from iprkit.shard import run_training
 
@@ -267,13 +272,12 @@ class Runner:
         tag = self.layout.stage(seed, method, k, "eval", split)
 
         def do(specs):
-            engine = self.engine(self.layout.model(seed, method, k), seed)
-            try:
-                return engine.run(specs, desc=f"eval {split}", progress=self.progress)
-            finally:
-                engine.close()
-                counts = self.counters.setdefault(tag, {}).setdefault("eval", {"context_drops": 0})
-                counts["context_drops"] += engine.backend.stats["context_drops"]  # prompts cut to the context budget
+            with self.rollouts(self.layout.model(seed, method, k), seed) as engine:
+                try:
+                    return engine.run(specs, desc=f"eval {split}", progress=self.progress)
+                finally:
+                    counts = self.counters.setdefault(tag, {}).setdefault("eval", {"context_drops": 0})
+                    counts["context_drops"] += engine.backend.stats["context_drops"]  # prompts cut to the context budget
 
         def write(trajs):
             drops = self.counters.get(tag, {}).get("eval", {}).get("context_drops", 0)
@@ -303,11 +307,8 @@ class Runner:
         from iprkit.explore import exploration_specs
 
         def do(specs):
-            engine = self.engine(prev, self.rollout_seed(seed, k, "explore"))
-            try:
+            with self.rollouts(prev, self.rollout_seed(seed, k, "explore")) as engine:
                 return engine.run(specs, desc="exploration", progress=self.progress)
-            finally:
-                engine.close()
 
         return Work(lambda: exploration_specs(self.expert_sets[1], every_step, self.cfg.explore_temperature), do,
                     lambda branches: save_trajectories(it.explore, branches))
@@ -325,12 +326,9 @@ class Runner:
 
         def do(reqs):
             scorer_id = fingerprint_model(scorer)
-            engine = self.engine(scorer, self.rollout_seed(seed, k, "score"), snapshots=self.cfg.mc.env_snapshots)
-            try:
+            with self.rollouts(scorer, self.rollout_seed(seed, k, "score"), snapshots=self.cfg.mc.env_snapshots) as engine:
                 ests, counts = score(engine, MCCache(self.layout.mc_cache(scorer_id)), scorer_id, self.env_id,
                                      [r for r, _ in reqs], self.cfg.mc, self.progress)
-            finally:
-                engine.close()
             self.counters.setdefault(tag, {})["mc"] = counts
             return [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
 
@@ -386,7 +384,7 @@ class Runner:
         ref = self.layout.model(seed, "sft", 0) if dcfg.reference == "sft" else prev
         data = self._pairs_data(out)
         metrics = train_dpo(pairs, prev, ref, dcfg, out, seed=seed, progress=self.progress,
-                            data=data if data.exists() else None)
+                            data=data if data.exists() else None, model_cfg=self.cfg.sft.model)
         if is_main_process():
             write_json(it.train_metrics, metrics)
 
@@ -395,6 +393,18 @@ class Runner:
     def rollout_seed(seed: int, k: int, stage: str) -> int:
         """The sampling seed of iteration ``k``'s ``explore`` or ``score`` rollouts (evaluation uses ``seed``)."""
         return seed * 1000 + k + (500 if stage == "score" else 0)
+
+    @contextmanager
+    def rollouts(self, model_path: Path, seed: int, snapshots: bool = False):
+        """:meth:`engine` for one stage's rollouts, closed after (its envs, its server) with its model's memory
+        given back (a server started next needs the GPU)."""
+        engine = self.engine(model_path, seed, snapshots)
+        try:
+            yield engine
+        finally:
+            engine.close()
+            engine.backend = None
+            free_gpu_memory()
 
     def engine(self, model_path: Path, seed: int, snapshots: bool = False):
         """A rollout engine over this run's env with the model at ``model_path``: in this process, or on LLM
@@ -411,7 +421,8 @@ class Runner:
             from iprkit.backends import HFBackend
             from iprkit.models import load_model
 
-            backend, live = HFBackend(*load_model(model_path), self.cfg.generation), self.cfg.generation.batch_size
+            backend = HFBackend(*load_model(model_path, self.cfg.sft.model), self.cfg.generation)
+            live = self.cfg.generation.batch_size
         return RolloutEngine(backend, self.env_factory, seed=seed, max_live=live, snapshots=snapshots)
 
     def _results(self) -> dict:

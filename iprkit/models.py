@@ -139,19 +139,45 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def inference_device() -> str:
+    """Where a model that only writes turns runs: this process's GPU (``LOCAL_RANK`` under torchrun/accelerate,
+    so K workers on K GPUs take one each), else the CPU. Training places its model itself (the Trainer)."""
+    import os
+
+    import torch
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+
+
+def free_gpu_memory() -> None:
+    """Give the GPU memory of models no longer referenced back to the device (a server started next needs it;
+    torch's allocator would keep it reserved for this process). Nothing on a CPU."""
+    import gc
+    import sys
+
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        gc.collect()
+        sys.modules["torch"].cuda.empty_cache()
+
+
 def load_model(path: str | Path, cfg: ModelSettings | None = None, trainable: bool = False):
-    """Load (model, tokenizer) from a folder or hub id; with ``cfg.lora`` and
-    ``trainable``, wrap the model in fresh LoRA adapters (unless it already has them)."""
+    """Load (model, tokenizer) from a folder or hub id.
+
+    ``trainable``: with ``cfg.lora``, wrap the model in fresh LoRA adapters (an adapter folder is loaded with its
+    adapters trainable instead). Not trainable: an adapter folder is merged into its base (one plain model, as fast
+    as the base) and the model is moved to :func:`inference_device`, in ``cfg.dtype``."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = cfg or ModelSettings()
     path = str(path)
+    dtype = getattr(torch, cfg.dtype)
     if Path(path, "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=trainable,
-                                                         dtype=getattr(torch, cfg.dtype))
+        model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=trainable, dtype=dtype)
+        if not trainable:
+            model = model.merge_and_unload().to(inference_device()).eval()
         return model, load_tokenizer(path)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -160,14 +186,50 @@ def load_model(path: str | Path, cfg: ModelSettings | None = None, trainable: bo
     if not any(a.endswith("ForCausalLM") for a in (config.architectures or [])):
         raise IprkitError(f"{path}: is a {config.architectures or config.model_type} model, not a causal LM; "
                           "the agent needs a *ForCausalLM model.")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = load_tokenizer(path)
-    if cfg.lora and trainable:
+    if not trainable:
+        return model.to(inference_device()).eval(), tok
+    if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM"))
     return model, tok
+
+
+def adapter_base(path: str | Path) -> Path | None:
+    """The base model folder of a LoRA adapter folder (None: not an adapter)."""
+    p = Path(path, "adapter_config.json")
+    return Path(json.loads(p.read_text())["base_model_name_or_path"]) if p.exists() else None
+
+
+def merged_folder(path: str | Path) -> Path:
+    """A plain model folder for ``path``: itself, or for a LoRA adapter its base with the adapter merged in, written
+    once beside it (``<path>.merged``, atomically) for servers that load no adapters (``transformers serve``)."""
+    path = Path(path)
+    if adapter_base(path) is None:
+        return path
+    out = path.with_name(path.name + ".merged")
+    if not (out / "config.json").exists():
+        import os
+        import shutil
+
+        import torch
+        from peft import AutoPeftModelForCausalLM
+
+        base = json.loads(Path(adapter_base(path), "config.json").read_text())
+        dtype = base.get("dtype") or base.get("torch_dtype") or "float32"
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).merge_and_unload()
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # workers may merge at once: each its own, first one kept
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        load_tokenizer(path).save_pretrained(tmp)
+        try:
+            tmp.rename(out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def corpus(trajs) -> list[str]:

@@ -8,8 +8,11 @@
   2 CPU cores (measured per stage in ``timings.json``: Monte Carlo 45-75 s, IPR exploration 30 s,
   DPO 0.5 + 1 min, evaluation 15-25 s per model); generating the 964 games first adds about 9 minutes.
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
-  DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for a GPU user; set
-  ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper).
+  DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for one GPU: bf16, LoRA adapters (the paper trained all
+  weights on 8 GPUs), gradient checkpointing, and rollouts on a vLLM server the kit starts for each stage
+  (``server.kind=transformers`` without vLLM; ``server.backend=hf`` for the kit's own decode loop). Set
+  ``sft.model.name_or_path`` to a real model (Llama-2-7B in the paper); README's "On a GPU" has its memory
+  and ``benchmarks/gpu_check.sh`` runs it small.
 """
 
 SFT_PRESETS = {
@@ -21,8 +24,9 @@ SFT_PRESETS = {
              "max_steps": 2500, "batch_size": 4, "lr_scheduler": "cosine", "warmup_ratio": 0.03},
     "smoke": {"model": {"name_or_path": "tiny"}, "learning_rate": 3e-3, "assistant_only_loss": False,
               "max_steps": 20, "batch_size": 4, "logging_steps": 5},
-    # the paper's (Llama-2-7B, 4 GPUs, global batch 48): set model.name_or_path to your model
-    "paper": {"model": {"name_or_path": "meta-llama/Llama-2-7b-hf", "dtype": "bfloat16"}, "learning_rate": 2e-5,
+    # the paper's (Llama-2-7B, 4 GPUs, global batch 48), with LoRA to fit one GPU (model.lora=false: all weights, as the
+    # paper): set model.name_or_path to your model
+    "paper": {"model": {"name_or_path": "meta-llama/Llama-2-7b-hf", "dtype": "bfloat16", "lora": True}, "learning_rate": 2e-5,
               "epochs": 3.0, "lr_scheduler": "cosine", "warmup_ratio": 0.03, "batch_size": 4, "grad_accum": 12,
               "assistant_only_loss": True, "bf16": True, "max_length": 4096, "gradient_checkpointing": True},
 }
@@ -59,6 +63,7 @@ RUN_PRESETS = {
                 "warmup_ratio": 0.1, "epochs": 3.0, "batch_size": 4, "grad_accum": 12, "bf16": True, "max_length": 4096,
                 "gradient_checkpointing": True},
         "generation": {"max_new_tokens": 512, "batch_size": 64},
+        "server": {"backend": "server", "kind": "vllm", "launch": True, "concurrency": 64},
     },
 }
 

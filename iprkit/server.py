@@ -187,11 +187,12 @@ class OpenAIBackend:
 def server_backend(model_dir: str | Path, cfg: GenerationSettings, server: ServerSettings, threads: int = 1,
                    log_dir: Path | None = None) -> OpenAIBackend:
     """A server backend for the model folder of a stage: the servers at ``server.urls``, or one launched on it."""
-    from iprkit.models import load_tokenizer
+    from iprkit.models import adapter_base, load_tokenizer
 
     model_dir = Path(model_dir)
     tok = load_tokenizer(model_dir)
-    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").exists() else {}
+    folder = adapter_base(model_dir) or model_dir  # an adapter's window is its base's
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     window = int(config.get("max_position_embeddings") or 2048)
     owned = None
     if server.launch:

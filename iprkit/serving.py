@@ -8,8 +8,8 @@ a log file whose tail is shown if it dies. :func:`check_urls` asks servers the u
 answer, before any work.
 
 LoRA policies: an adapter folder (``adapter_config.json``) is served by vLLM as the base model with the
-adapter loaded by name (``--enable-lora --lora-modules``); ``transformers serve`` has no adapters, so the
-kit refuses and says to merge (``peft``'s ``merge_and_unload``) first.
+adapter loaded by name (``--enable-lora --lora-modules``); ``transformers serve`` has no adapters, so it serves
+the adapter merged into its base (:func:`iprkit.models.merged_folder`, written once beside the adapter).
 """
 
 import json
@@ -109,6 +109,10 @@ class LaunchedServer:
         self.proc: subprocess.Popen | None = None
         adapter = self.model_dir / "adapter_config.json"
         self.adapter = json.loads(adapter.read_text()) if adapter.exists() else None
+        if kind == "transformers" and self.adapter:  # no adapters there: serve the adapter merged into its base
+            from iprkit.models import merged_folder
+
+            self.model_dir, self.adapter = merged_folder(self.model_dir), None
         self.model_name = "policy" if self.adapter else str(self.model_dir)
 
     def command(self) -> list[str]:
@@ -123,9 +127,6 @@ class LaunchedServer:
             if not _has_cuda():
                 cmd += ["--enforce-eager"]  # on CPU: start in ~30 s instead of compiling for a minute
             return cmd + self.extra_args
-        if self.adapter:
-            raise IprkitError(f"{self.model_dir} is a LoRA adapter; transformers serve cannot load adapters: merge it "
-                              "(peft: merge_and_unload) or use server.kind=vllm.")
         return [self.python, "-m", "transformers.cli.transformers", "serve", str(self.model_dir), "--host", "127.0.0.1",
                 "--port", str(self.port), "--dtype", "auto", *self.extra_args]
 
@@ -156,19 +157,25 @@ class LaunchedServer:
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
                                          start_new_session=True)  # its own process group: stopped whole, by PID
+        try:
+            self._wait_healthy()
+        except BaseException:  # a failed start, or Ctrl-C while waiting: the server goes too
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
         end = time.time() + self.startup_s
         while time.time() < end:
             if self.proc.poll() is not None:
                 tail, code = self.log.read_text(errors="replace")[-3000:], self.proc.returncode
-                self.stop()
                 raise IprkitError(f"{self.kind} server exited (code {code}) before answering; the end of {self.log}:\n{tail}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
-                        return self
+                        return
             except OSError:
                 time.sleep(0.5)
-        self.stop()
         raise IprkitError(f"{self.kind} server did not answer on {self.url}/health within {self.startup_s} s "
                           f"(server.startup_s); see {self.log}.")
 

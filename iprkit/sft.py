@@ -34,6 +34,7 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
     if main:
         save_run_config(paths.config, cfg)
     set_seed(seed)
+    reset_peak_memory()
     base = prepare_init(trajs, cfg, paths, seed) if is_preset(cfg.model.name_or_path) else cfg.model.name_or_path
     model, tok = load_model(base, cfg.model, trainable=True)
     if cfg.copy_warmup_steps > 0:
@@ -52,16 +53,41 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
         save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result = trainer.train()
     if not main:
         return paths.model
-    trainer.model.save_pretrained(paths.model)
+    model = trainer.model
+    if hasattr(model, "peft_config"):  # LoRA: keep the adapter, and the SFT model merged for every later stage
+        model.save_pretrained(paths.adapter)
+        tok.save_pretrained(paths.adapter)
+        model = model.merge_and_unload()
+    model.save_pretrained(paths.model)
     tok.save_pretrained(paths.model)
     write_json(paths.metrics, {"processes": world,
         "seed": seed, "train_loss": result.training_loss, "steps": result.global_step, "examples": len(ds),
-        "parameters": count_parameters(trainer.model), "runtime_s": result.metrics.get("train_runtime"),
-        "log_history": trainer.state.log_history})
+        "parameters": count_parameters(model), "trainable_parameters": trainable, "runtime_s": result.metrics.get("train_runtime"),
+        **peak_memory(), "log_history": trainer.state.log_history})
     return paths.model
+
+
+def reset_peak_memory() -> None:
+    """Start counting :func:`peak_memory` afresh (each training stage reports its own peak)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict:
+    """The GPU memory this process's tensors took at most since :func:`reset_peak_memory` (``{}`` on CPU), for the
+    stage's metrics."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
 
 
 def world_size() -> int:

@@ -12,8 +12,10 @@ Two things TRL does not do by itself, added here with a collator and a small sub
    term per batch by (chosen tokens / pairs), which makes it exactly the summed NLL.
 
 The reference is the SFT model by default (the previous iteration on request); its
-log-probs are computed once per iteration (``precompute_ref_log_probs``). With LoRA the
-frozen base is the SFT model and the reference is the adapter-disabled model.
+log-probs are computed once per iteration (``precompute_ref_log_probs``). With LoRA (``model.lora``) SFT's
+adapter is merged into the SFT model, and each iteration trains adapters over it: when the reference is the
+frozen base (the SFT model, the paper's), it is the adapter-disabled policy and costs no second copy; else
+(``reference=previous`` after the first iteration) the reference is loaded beside it.
 """
 
 import shutil
@@ -24,7 +26,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from iprkit.errors import IprkitError
-from iprkit.settings import DPOSettings
+from iprkit.settings import DPOSettings, ModelSettings
 
 
 def assistant_token_mask(tok, prompt: list[dict], completion: list[dict], n_prompt_ids: int) -> list[int]:
@@ -122,22 +124,21 @@ def pairs_on_disk(pairs: list[dict], folder: Path) -> Path:
 
 
 def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, cfg: DPOSettings, out_dir: str | Path,
-              seed: int = 0, progress: bool = True, data: Path | None = None) -> dict:
+              seed: int = 0, progress: bool = True, data: Path | None = None, model_cfg: ModelSettings | None = None) -> dict:
     """Train the policy (initialised from ``policy_path``) on ``pairs`` against the reference at ``ref_path``,
     with ``seed`` for the data order; saves the model to ``out_dir`` and returns training metrics. The caller
     sets torch's threads (the run's ``threads``). ``data``: the pairs as saved by :func:`pairs_on_disk` (several
-    processes)."""
+    processes). ``model_cfg``: dtype, and LoRA adapters to train (the run's ``sft.model``)."""
     from transformers import set_seed
 
-    from iprkit.models import load_model
-    from iprkit.sft import is_main_process, per_process, world_size
+    from iprkit.models import adapter_base, load_model
+    from iprkit.sft import is_main_process, peak_memory, per_process, reset_peak_memory, world_size
 
     set_seed(seed)
-    model, tok = load_model(policy_path, trainable=True)
-    ref = None
-    is_peft = hasattr(model, "peft_config")
-    if not is_peft:
-        ref, _ = load_model(ref_path)
+    reset_peak_memory()
+    model, tok = load_model(policy_path, model_cfg, trainable=True)
+    frozen = (adapter_base(policy_path) or Path(policy_path)) if hasattr(model, "peft_config") else None
+    ref = None if frozen and frozen.resolve() == Path(ref_path).resolve() else load_model(ref_path, model_cfg)[0]
     loss_type, weights = ["sigmoid"], [1.0]
     if cfg.nll_weight > 0:
         loss_type, weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
@@ -165,4 +166,4 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
         trainer.model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
     return {"processes": world_size(), "train_loss": result.training_loss, "steps": result.global_step, "pairs": len(ds),
-            "log_history": trainer.state.log_history}
+            **peak_memory(), "log_history": trainer.state.log_history}

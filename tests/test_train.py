@@ -109,3 +109,84 @@ def test_gradient_checkpointing_follows_the_config(smoke_model, tw_experts, tmp_
         train_dpo([_pair(tw_experts)], smoke_model, smoke_model, DPOSettings(gradient_checkpointing=on), tmp_path / "dpo",
                   progress=False)
     assert seen == [on, on]
+
+
+# -- LoRA through the pipeline (the paper preset on one GPU) -------------------------------------------------------
+
+def _logits(model, tok, text="<|user|>You are in a kitchen.<|end|><|assistant|>Thought: go.\nAction: go west"):
+    with torch.no_grad():
+        return model(**tok(text, return_tensors="pt")).logits.float()
+
+
+@pytest.fixture(scope="module")
+def lora_sft(tmp_path_factory, tw_experts):
+    """A LoRA SFT of the tiny model: its adapter, and the SFT model with the adapter merged in."""
+    from iprkit.settings import SFTSettings
+    from iprkit.sft import train_sft
+
+    torch.set_num_threads(2)
+    cfg = SFTSettings(model=ModelSettings(lora=True, lora_r=4), max_steps=4, batch_size=4, learning_rate=5e-3,
+                      assistant_only_loss=False)
+    return train_sft(tw_experts[:16], cfg, tmp_path_factory.mktemp("lora-sft"), progress=False).parent
+
+
+def test_lora_sft_keeps_its_adapter_and_writes_the_merged_sft_model(lora_sft):
+    from peft import AutoPeftModelForCausalLM
+
+    from iprkit.layout import SFTPaths
+    from iprkit.models import adapter_base
+
+    paths = SFTPaths(lora_sft)
+    assert adapter_base(paths.adapter) is not None and adapter_base(paths.model) is None  # a plain model folder
+    merged, tok = load_model(paths.model)
+    peft = AutoPeftModelForCausalLM.from_pretrained(str(paths.adapter)).eval()
+    init, _ = load_model(paths.init)
+    assert torch.allclose(_logits(merged, tok), _logits(peft, tok), atol=1e-5)  # the SFT model is base + adapter
+    assert not torch.allclose(_logits(merged, tok), _logits(init, tok), atol=1e-4)  # and training moved it
+
+
+def test_lora_dpo_trains_adapters_over_the_sft_model_and_picks_its_reference(lora_sft, tw_experts, tmp_path, monkeypatch):
+    """Iteration 1 and 2 of IPR with LoRA: adapters over the (merged) SFT model; the reference is the SFT model,
+    i.e. the adapter-disabled policy (no second copy), and with reference=previous after iteration 1 a loaded copy
+    of the previous policy."""
+    import iprkit.train as train
+    from iprkit.layout import SFTPaths
+    from iprkit.models import adapter_base, merged_folder
+
+    refs = []
+
+    class Spy(train.IPRTrainer):
+        def __init__(self, *a, ref_model=None, **kw):
+            refs.append(ref_model)
+            super().__init__(*a, ref_model=ref_model, **kw)
+
+    monkeypatch.setattr(train, "IPRTrainer", Spy)
+    sft, lora = SFTPaths(lora_sft).model, ModelSettings(lora=True, lora_r=4)
+    cfg = DPOSettings(epochs=1.0, batch_size=1, learning_rate=1e-2, warmup_ratio=0.0, max_length=512)
+    pairs = [_pair(tw_experts)]
+    it1, it2, it2_prev = tmp_path / "it1", tmp_path / "it2", tmp_path / "it2-previous"
+    train.train_dpo(pairs, sft, sft, cfg, it1, progress=False, model_cfg=lora)
+    train.train_dpo(pairs, it1, sft, cfg, it2, progress=False, model_cfg=lora)  # reference = SFT (the paper's)
+    train.train_dpo(pairs, it1, it1, cfg, it2_prev, progress=False, model_cfg=lora)  # reference = previous
+    assert refs[0] is None and refs[1] is None and refs[2] is not None
+    for out in (it1, it2, it2_prev):
+        assert adapter_base(out).resolve() == sft.resolve()  # every policy: adapters over the SFT model
+    merged, tok = load_model(merged_folder(it2))  # what transformers serve gets: the adapter merged into its base
+    policy, _ = load_model(it2)
+    base, _ = load_model(sft)
+    assert torch.allclose(_logits(merged, tok), _logits(policy, tok), atol=1e-5)
+    assert not torch.allclose(_logits(merged, tok), _logits(base, tok), atol=1e-4)
+
+
+def test_transformers_serve_gets_a_lora_policy_merged(lora_sft, tmp_path):
+    from iprkit.layout import SFTPaths
+    from iprkit.models import adapter_base
+    from iprkit.serving import LaunchedServer
+
+    adapter = SFTPaths(lora_sft).adapter
+    server = LaunchedServer("transformers", adapter, log_dir=tmp_path)
+    assert server.adapter is None and server.model_dir == adapter.with_name("adapter.merged").resolve()
+    assert str(server.model_dir) in server.command() and (server.model_dir / "config.json").exists()
+    vllm = LaunchedServer("vllm", adapter, log_dir=tmp_path)  # vLLM loads the adapter by name over its base
+    cmd = vllm.command()
+    assert cmd[cmd.index("--model") + 1] == str(adapter_base(adapter)) and f"policy={adapter.resolve()}" in cmd
