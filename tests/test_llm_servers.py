@@ -82,6 +82,29 @@ def test_greedy_turns_and_episodes_equal_the_in_process_backend(kind, smoke_mode
 
 
 @pytest.mark.slow
+def test_vllm_serves_a_lora_policy_by_name_over_its_base(smoke_model, tw_experts, tmp_path):
+    """A LoRA policy folder: vLLM serves its base once with the adapter loaded by name; greedy turns equal the
+    in-process backend's on the merged policy, and differ from the base's (the adapter is applied)."""
+    from peft import LoraConfig, get_peft_model
+
+    base, tok = load_model(smoke_model, trainable=True)
+    torch.manual_seed(0)
+    policy = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                             init_lora_weights=False, task_type="CAUSAL_LM"))
+    policy.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    convs = _prompts(tw_experts)
+    merged = HFBackend(*load_model(tmp_path / "policy"), GEN).generate(convs)
+    assert merged != HFBackend(*load_model(smoke_model), GEN).generate(convs)
+    backend = _server(tmp_path / "policy", "vllm")
+    try:
+        assert backend.model == "policy"
+        assert backend.generate(convs) == merged
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_a_replica_that_stops_answering_is_dropped_and_every_episode_finishes(smoke_model, hf, tw_env, capsys):
     a = LaunchedServer("transformers", smoke_model).start()
     b = LaunchedServer("transformers", smoke_model).start()
