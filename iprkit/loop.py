@@ -21,6 +21,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import cached_property
+from itertools import groupby
 from pathlib import Path
 
 from iprkit.config import save_run_config
@@ -30,7 +31,7 @@ from iprkit.io import RunLock, atomic_write_text, read_json, read_jsonl, write_j
 from iprkit.layout import RunLayout
 from iprkit.models import free_gpu_memory
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
-from iprkit.results import flat_metrics, format_table, results_table
+from iprkit.results import flat_metrics, format_mc_counts, format_table, results_table
 from iprkit.settings import METHODS, RunSettings
 from iprkit.stats import compare, format_paired
 from iprkit.stages import Stage, StageRunner, StopRun, Work, staged_dir
@@ -320,21 +321,24 @@ class Runner:
 
         scorer = {"sft": self.layout.model(seed, "sft", 0), "current": prev}.get(self.cfg.mc.scorer, self.cfg.mc.scorer)
 
-        def items():
+        def items():  # one item per task: rollout reuse shares samples within a task, so a shard holds whole tasks
             branches = branches_by_task(load_trajectories(it.explore))
-            return score_requests(self.expert_sets[1], branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
+            reqs = score_requests(self.expert_sets[1], branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
+            return [list(g) for _, g in groupby(reqs, key=lambda r: r[0].task_id)]
 
-        def do(reqs):
+        def do(tasks):
+            reqs = [r for task in tasks for r in task]
             scorer_id = fingerprint_model(scorer)
             with self.rollouts(scorer, self.rollout_seed(seed, k, "score"), snapshots=self.cfg.mc.env_snapshots) as engine:
                 ests, counts = score(engine, MCCache(self.layout.mc_cache(scorer_id)), scorer_id, self.env_id,
                                      [r for r, _ in reqs], self.cfg.mc, self.progress)
             self.counters.setdefault(tag, {})["mc"] = counts
-            return [{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)]
+            rows = iter([{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)])
+            return [[next(rows) for _ in task] for task in tasks]
 
-        def write(rows):
+        def write(tasks):
             write_json(it.mc_counts, self.counters.get(tag, {}).get("mc", {}))  # summed over workers when sharded
-            write_jsonl(it.step_rewards, rows)
+            write_jsonl(it.step_rewards, [row for task in tasks for row in task])
 
         return Work(items, do, write)
 
@@ -440,11 +444,11 @@ class Runner:
         table = results_table(results)
         paired = self._paired()
         write_json(layout.results_json, {"table": table, "curves": results, "paired": paired})
-        atomic_write_text(layout.results_md, format_table(table) + (
-            "\nPaired by (seed, task), each method's last iteration (95% bootstrap CI over tasks; exact McNemar test "
-            "on success):\n\n" + format_paired(paired) if paired else ""))
         mc_counts = {str(p.dir.relative_to(layout.root)): read_json(p.mc_counts)
                      for _, _, _, p in layout.iteration_dirs() if p.mc_counts.exists()}
+        atomic_write_text(layout.results_md, format_table(table) + (
+            "\nPaired by (seed, task), each method's last iteration (95% bootstrap CI over tasks; exact McNemar test "
+            "on success):\n\n" + format_paired(paired) if paired else "") + format_mc_counts(mc_counts))
         timings = read_json(layout.timings) if layout.timings.exists() else {}
         sft_set, explore_set = self.expert_sets
         write_json(layout.metrics, {"results": table, "curves": results, "paired": paired, "mc_counts": mc_counts,

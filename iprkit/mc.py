@@ -9,6 +9,22 @@ rollouts behind it, for the notebooks.
 
 Estimates are cached on disk (one JSONL per scorer), keyed by scorer, env, task, action
 prefix, N and temperature: a rerun or a later iteration never recomputes what exists.
+
+Rollout reuse (``mc.reuse``). A state is a task and an action prefix (the cache's key). A rollout from one
+scored state that goes on through another scored state of the same task (it took the expert's next action,
+or the agent's at that step, or any action prefix being scored) is also a rollout from that state: its final
+reward is the final reward of its continuation from there, by the same scorer at the same temperature.
+States are scored shortest prefix first; each takes the samples that rollouts from shorter states left
+there (in the order those ran, at most N), and runs only the rest of its N. Which samples count: a rollout
+counts for every scored state whose whole action prefix it reproduced and after which it took at least one
+more action. Bias: whether a rollout reaches a state depends only on its actions before the state, so,
+given that it got there, its continuation is a fresh draw from the scorer at that state, and the mean of N
+such draws keeps its expectation in a deterministic env (TextWorld, ALFWorld, SQL: the actions fix the env
+state). The one difference is the history the scorer reads: a passing rollout carries its own sampled
+thoughts for the steps it took, where a rollout started at the state carries the expert's (or the agent's).
+A scorer whose next actions depend on those earlier thoughts thus mixes histories that reach the state,
+a small bias the estimate takes in exchange for fewer rollouts; ``mc.reuse=false`` (the paper's estimator)
+conditions every sample on the request's own history.
 """
 
 import hashlib
@@ -35,7 +51,10 @@ class MCEstimate:
     terminal: bool = False
     """The action ended the episode: the value is the env's reward, no rollouts."""
     rollouts: list[dict] = field(default_factory=list)
-    """Each rollout's final reward and actions after the scored action."""
+    """Each rollout's final reward and actions after the scored action (``reused``: the key of the state a
+    passing rollout started from)."""
+    reused: int = 0
+    """How many of the N samples came from rollouts of other states that passed through this one."""
 
     @classmethod
     def from_rewards(cls, rewards: list[float], rollouts: list[dict]) -> "MCEstimate":
@@ -43,7 +62,8 @@ class MCEstimate:
         mean = sum(rewards) / n
         std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (n - 1)) if n > 1 else 0.0
         half = 1.96 * std / math.sqrt(n)
-        return cls(mean, std, max(0.0, mean - half), min(1.0, mean + half), n, False, rollouts)
+        return cls(mean, std, max(0.0, mean - half), min(1.0, mean + half), n, False, rollouts,
+                   sum(1 for r in rollouts if r.get("reused")))
 
 
 def fingerprint_model(path: str | Path) -> str:
@@ -108,8 +128,8 @@ class ScoreRequest:
 
 def score(engine: RolloutEngine, cache: MCCache, scorer_id: str, env_id: str, requests: list[ScoreRequest],
           cfg: MCSettings, progress: bool = True) -> tuple[list[MCEstimate], dict]:
-    """MC estimates for every request, batched through the engine; returns (estimates,
-    counts of cached / computed / terminal)."""
+    """MC estimates for every request, batched through the engine; returns (estimates, counts: terminal, cached,
+    computed, rollouts run, rollouts without reuse, reused samples, estimates that took some)."""
     out: list[MCEstimate | None] = [None] * len(requests)
     todo: dict[str, list[int]] = {}
     counts = {"terminal": 0, "cached": 0, "computed": 0, "rollouts": 0}
@@ -125,18 +145,39 @@ def score(engine: RolloutEngine, cache: MCCache, scorer_id: str, env_id: str, re
             counts["cached"] += 1
         else:
             todo.setdefault(k, []).append(i)
-    keys = list(todo)
-    specs = [EpisodeSpec(requests[todo[k][0]].task_id, prefix=requests[todo[k][0]].steps, temperature=cfg.temperature,
-                         meta={"mc_key": k}, sample=j) for k in keys for j in range(cfg.n)]
-    trajs = engine.run(specs, desc="MC rollouts", progress=progress) if specs else []
-    new: dict[str, MCEstimate] = {}
-    for j, k in enumerate(keys):
-        group = trajs[j * cfg.n:(j + 1) * cfg.n]
-        n_prefix = len(requests[todo[k][0]].steps)
-        rollouts = [{"final_reward": t.final_reward, "success": t.success, "actions": t.actions[n_prefix:]} for t in group]
-        new[k] = MCEstimate.from_rewards([float(t.final_reward or 0.0) for t in group], rollouts)
+    first = {k: requests[ix[0]] for k, ix in todo.items()}
+    state = {k: (r.task_id, tuple(s.action for s in r.steps)) for k, r in first.items()}
+    at = {v: k for k, v in state.items()}  # (task, action prefix) -> the key scored there
+    samples: dict[str, list[dict]] = {k: [] for k in todo}
+    # with reuse: shortest prefixes first, so each state finds what rollouts from shorter ones left there
+    rounds = sorted({len(v[1]) for v in state.values()}) if cfg.reuse else [None]
+    for length in rounds:
+        keys = [k for k in todo if length is None or len(state[k][1]) == length]
+        specs = [EpisodeSpec(first[k].task_id, prefix=first[k].steps, temperature=cfg.temperature, meta={"mc_key": k},
+                             sample=j) for k in keys for j in range(cfg.n - len(samples[k]))]
+        trajs = engine.run(specs, desc=f"MC rollouts{'' if length is None else f' (prefix {length})'}",
+                           progress=progress) if specs else []
+        counts["rollouts"] += len(specs)
+        for spec, t in zip(specs, trajs):
+            k = spec.meta["mc_key"]
+            task, prefix = state[k]
+            samples[k].append(_sample(t, len(prefix)))
+            for m in range(len(prefix) + 1, len(t.actions)) if cfg.reuse else ():
+                other = at.get((task, tuple(t.actions[:m])))
+                if other is not None and len(samples[other]) < cfg.n:
+                    samples[other].append({**_sample(t, m), "reused": k})
+    new = {k: MCEstimate.from_rewards([float(r["final_reward"] or 0.0) for r in samples[k]], samples[k]) for k in todo}
+    for k, e in new.items():
         for i in todo[k]:
-            out[i] = new[k]
+            out[i] = e
     cache.put_many(new)
-    counts["computed"], counts["rollouts"] = len(new), len(specs)
+    counts["computed"] = len(new)
+    counts["rollouts_without_reuse"] = len(new) * cfg.n
+    counts["reused_samples"] = sum(e.reused for e in new.values())
+    counts["estimates_with_reused_samples"] = sum(1 for e in new.values() if e.reused)
     return out, counts
+
+
+def _sample(traj, n_prefix: int) -> dict:
+    """One rollout as a sample of the state after its first ``n_prefix`` actions."""
+    return {"final_reward": traj.final_reward, "success": traj.success, "actions": traj.actions[n_prefix:]}

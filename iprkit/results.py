@@ -38,3 +38,18 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {r['method']} | {r['iteration']} | {r['success_mean']:.3f} ± {r['success_std']:.3f} | "
                      f"{r['reward_mean']:.3f} ± {r['reward_std']:.3f} | {r['seeds']} |")
     return "\n".join(lines) + "\n"
+
+
+def format_mc_counts(mc_counts: dict[str, dict]) -> str:
+    """One line per iteration that scored steps: rollouts run against what an estimator without reuse runs,
+    and how many estimates took passing rollouts (``mc.reuse``), were cached or terminal."""
+    lines = []
+    for where, c in sorted(mc_counts.items()):
+        if not c:
+            continue
+        run, plain = c.get("rollouts", 0), c.get("rollouts_without_reuse", c.get("rollouts", 0))
+        saved = f" ({1 - run / plain:.0%} saved by reuse)" if plain and run < plain else ""
+        lines.append(f"- {where}: {run} rollouts run, {plain} without reuse{saved}; {c.get('computed', 0)} estimates "
+                     f"computed, {c.get('estimates_with_reused_samples', 0)} of them with {c.get('reused_samples', 0)} "
+                     f"samples from passing rollouts; {c.get('cached', 0)} cached, {c.get('terminal', 0)} terminal")
+    return "\nMonte Carlo step rewards:\n\n" + "\n".join(lines) + "\n" if lines else ""

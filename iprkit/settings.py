@@ -250,6 +250,10 @@ class MCSettings:
     """Also score steps where the agent took the expert's very action (one estimate serves both sides, and no step
     pair can come from such a step). False skips them: the heatmap is blank there and Monte Carlo costs drop by the
     share of matching steps (most steps, for an agent that is good on the explored tasks)."""
+    reuse: bool = False
+    """Rollout reuse: a rollout that passes through another scored state (same task, same action prefix) is also
+    one of that state's N samples, so states are scored shortest prefix first and each runs only what is
+    missing (``iprkit.mc`` says which samples count and the small bias it takes). False: the paper's estimator."""
     env_snapshots: bool = False
     """Start each rollout from a copy of the env's state after the prefix (envs with ``can_snapshot``) instead of
     replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step; it took

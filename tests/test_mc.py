@@ -38,10 +38,10 @@ def _requests(experts, n_tasks=2):
     return [ScoreRequest(e.task_id, e.steps[:1]) for e in experts[:n_tasks] if len(e.steps) > 1 and not e.steps[0].done]
 
 
-def _score(tw_env, experts, cache, reqs, n, wins):
+def _score(tw_env, experts, cache, reqs, n, wins, reuse=False):
     agent = ScriptedAgent(experts, wins)
     engine = RolloutEngine(agent, lambda: tw_env, max_live=1)  # one env: episodes run one at a time
-    ests, counts = score(engine, cache, "scripted", "textworld:test", reqs, MCSettings(n=n, temperature=1.0),
+    ests, counts = score(engine, cache, "scripted", "textworld:test", reqs, MCSettings(n=n, temperature=1.0, reuse=reuse),
                          progress=False)
     return ests, counts, agent
 
@@ -60,7 +60,8 @@ def test_scored_rollouts_give_the_known_mean(tw_env, tw_experts, tmp_path):
     cache = MCCache(tmp_path / "mc.jsonl")
     # rollout r of request j is episode j * 4 + r: the first three of every four win, the fourth never does
     ests, counts, _ = _score(tw_env, tw_experts, cache, reqs, n=4, wins=lambda i: i % 4 < 3)
-    assert counts == {"terminal": 0, "cached": 0, "computed": len(reqs), "rollouts": 4 * len(reqs)}
+    assert counts == {"terminal": 0, "cached": 0, "computed": len(reqs), "rollouts": 4 * len(reqs),
+                      "rollouts_without_reuse": 4 * len(reqs), "reused_samples": 0, "estimates_with_reused_samples": 0}
     for e in ests:
         assert e.mean == 0.75 and e.std == pytest.approx(0.5) and e.n == 4
         assert [r["success"] for r in e.rollouts] == [True, True, True, False]
@@ -96,3 +97,47 @@ def test_cache_survives_a_torn_last_line_and_keeps_appending(tw_env, tw_experts,
     assert len(reread.data) == len(reqs)
     assert all(json.loads(line)["key"] for line in path.read_text().splitlines()[-(len(reqs) - 1):])
     assert not math.isnan(reread.get(next(iter(reread.data))).mean)
+
+
+# -- rollout reuse -------------------------------------------------------------------------------------------------
+
+def _along_expert(experts, n_states=2):
+    """The expert's states after 1, 2 ... actions of one task (none terminal)."""
+    e = next(t for t in experts if len(t.steps) > n_states)
+    return [ScoreRequest(e.task_id, e.steps[: t + 1]) for t in range(n_states)]
+
+
+def test_reuse_rollouts_through_later_scored_states_replace_their_own(tw_env, tw_experts, tmp_path):
+    """Every rollout follows the gold path: the 3 rollouts from the first state pass through the second, which
+    then needs none of its own (3 rollouts instead of 6), with the same estimates."""
+    reqs = _along_expert(tw_experts)
+    plain, pc, _ = _score(tw_env, tw_experts, MCCache(tmp_path / "a.jsonl"), reqs, n=3, wins=lambda i: True)
+    reused, rc, agent = _score(tw_env, tw_experts, MCCache(tmp_path / "b.jsonl"), reqs, n=3, wins=lambda i: True,
+                               reuse=True)
+    assert (pc["rollouts"], rc["rollouts"], rc["rollouts_without_reuse"]) == (6, 3, 6)
+    assert rc["reused_samples"] == 3 and rc["estimates_with_reused_samples"] == 1
+    assert [e.mean for e in reused] == [e.mean for e in plain] == [1.0, 1.0]
+    assert [e.reused for e in reused] == [0, 3] and all(e.n == 3 for e in reused)
+    assert all(r["reused"] for r in reused[1].rollouts) and len(agent.gold) and rc["computed"] == 2
+    # a reused sample is the rest of the passing rollout: the state's prefix plus its actions is the source's
+    first = reqs[0]
+    for req, est in zip(reqs[1:], reused[1:]):
+        gap = [s.action for s in req.steps[len(first.steps):]]
+        assert all(r["actions"] == reused[0].rollouts[0]["actions"][len(gap):] for r in est.rollouts)
+
+
+def test_reuse_takes_only_rollouts_that_pass_and_runs_the_rest(tw_env, tw_experts, tmp_path):
+    """Half the rollouts leave the gold path at once ("look"): only the others count for the later states,
+    which run what is missing of their N with their own seeds; a state no rollout passed is scored as without reuse."""
+    reqs = _along_expert(tw_experts)
+    wins = lambda i: i % 2 == 0
+    plain, _, _ = _score(tw_env, tw_experts, MCCache(tmp_path / "a.jsonl"), reqs, n=4, wins=wins)
+    reused, rc, _ = _score(tw_env, tw_experts, MCCache(tmp_path / "b.jsonl"), reqs, n=4, wins=wins, reuse=True)
+    assert reused[0].mean == plain[0].mean == 0.5 and reused[0].reused == 0  # the shortest state: nothing to reuse
+    # state 2 takes the 2 winning rollouts of state 1 and runs 2 of its own (episodes 4, 5: one wins)
+    assert reused[1].reused == 2 and [r.get("reused") is not None for r in reused[1].rollouts] == [True, True, False, False]
+    assert reused[1].mean == pytest.approx((1 + 1 + 1 + 0) / 4)
+    for est in reused:
+        assert est.n == 4 and est.mean == pytest.approx(sum(r["final_reward"] for r in est.rollouts) / 4)
+        assert all(r["success"] for r in est.rollouts if r.get("reused"))  # only rollouts that went on along the path
+    assert (rc["rollouts"], rc["rollouts_without_reuse"]) == (6, 8)

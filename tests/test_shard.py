@@ -30,7 +30,8 @@ def _run(out, smoke_model, workers, settings=None, **kw):
 
 @pytest.mark.slow
 def test_one_worker_or_two_give_the_same_exploration_estimates_and_evaluation(smoke_model, tmp_path):
-    one, two = _run(tmp_path / "k1", smoke_model, 1), _run(tmp_path / "k2", smoke_model, 2)
+    reuse = {"mc": {"n": 3, "temperature": 1.0, "reuse": True}}  # reuse shares samples within a task: shards hold whole tasks
+    one, two = _run(tmp_path / "k1", smoke_model, 1, reuse), _run(tmp_path / "k2", smoke_model, 2, reuse)
     rows = lambda p: [r for _, r in read_jsonl(p)]
     it1, it2 = one.iteration(0, "ipr", 1), two.iteration(0, "ipr", 1)
     assert rows(it1.explore) == rows(it2.explore)
