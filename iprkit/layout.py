@@ -7,9 +7,10 @@ The loop, the views, the batch runner, the notebooks and the benchmarks ask a
     OUT/run.lock                        the PID of the process running in OUT
     OUT/experts/<split>.jsonl           expert trajectories (order.json: task order; replay_report.json)
     OUT/mc_cache/<scorer>.jsonl         Monte Carlo estimates, shared by methods and iterations
-    OUT/seed<S>/sft/                    model/, sft_config.json, sft_metrics.json, source.json, eval/
+    OUT/seed<S>/sft/                    model/, sft_config.json, sft_metrics.json, source.json, eval/ (adapter/: LoRA)
     OUT/seed<S>/<method>/iter<k>/       explore.jsonl, step_rewards.jsonl, mc_counts.json, comparisons.jsonl,
-                                        pair_stats.json, pairs.jsonl, train_metrics.json, model/, eval/
+                                        pair_stats.json, pairs.jsonl, train_metrics.json, model/, eval/,
+                                        prm/ (the step reward model, mc.estimator prm or hybrid)
     .../eval/<split>_metrics.json       evaluation metrics (and <split>_tasks.jsonl, one row per task)
     OUT/results.json, OUT/results.md    the table: success and reward per method and iteration
     OUT/timings.json                    wall seconds of every stage that ran (summed over resumes)
@@ -25,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SEED, _ITER = re.compile(r"seed(\d+)$"), re.compile(r"iter(\d+)$")
+
+
+PRM_METRICS = "prm_metrics.json"
+"""What a step reward model folder holds beside its weights (:func:`iprkit.prm.train_prm`)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ class IterationPaths:
     pair_stats = property(lambda self: self.dir / "pair_stats.json")
     pairs = property(lambda self: self.dir / "pairs.jsonl")
     train_metrics = property(lambda self: self.dir / "train_metrics.json")
+    prm = property(lambda self: self.dir / "prm")
+    """The step reward model of this iteration (``mc.estimator``: prm or hybrid), an HF folder."""
+    prm_metrics = property(lambda self: self.prm / PRM_METRICS)
+    """Its training metrics (labels, held-out error and correlation)."""
     model = property(lambda self: self.dir / "model")
     eval = property(lambda self: EvalPaths(self.dir / "eval"))
 

@@ -295,11 +295,14 @@ class Runner:
         name = lambda part: f"{tag}/{part}"
         prev = self.layout.model(seed, method, k - 1)
         self.fits[name("train")] = lambda out: self._dpo(seed, it, prev, dcfg, out)
+        learned = pcfg.step_pairs and self.cfg.mc.estimator != "mc" and k > 1  # iteration 1: Monte Carlo labels first
         return [
             Stage(name("explore"), [it.explore], self._explore_work(seed, k, prev, it, pcfg.step_pairs), inputs=[prev]),
+            *([Stage(name("prm"), [it.prm], lambda: self._train_prm(seed, method, k, it))] if learned else []),
             # only step pairs need step rewards: ETO scores nothing (an empty file, and no timing)
-            Stage(name("score"), [it.step_rewards], self._score_work(seed, k, tag, it, prev) if pcfg.step_pairs
-                  else (lambda: write_jsonl(it.step_rewards, [])), timed=pcfg.step_pairs, inputs=[it.explore]),
+            Stage(name("score"), [it.step_rewards], self._score_work(seed, k, tag, it, prev, learned, pcfg.step_margin)
+                  if pcfg.step_pairs else (lambda: write_jsonl(it.step_rewards, [])), timed=pcfg.step_pairs,
+                  inputs=[it.explore, *([it.prm] if learned else [])]),
             Stage(name("pairs"), [it.pairs], lambda: self._pairs(it, pcfg), inputs=[it.explore, it.step_rewards]),
             Stage(name("train"), [it.model], lambda: self._train(name("train"), it, prev), inputs=[it.pairs, prev]),
         ]
@@ -314,8 +317,28 @@ class Runner:
         return Work(lambda: exploration_specs(self.expert_sets[1], every_step, self.cfg.explore_temperature), do,
                     lambda branches: save_trajectories(it.explore, branches))
 
-    def _score_work(self, seed: int, k: int, tag: str, it, prev: Path) -> Work:
-        """Monte Carlo step rewards of the expert's and the agent's actions, one row per (task, step, side)."""
+    def _train_prm(self, seed: int, method: str, k: int, it) -> None:
+        """The step reward model of iteration ``k``: the SFT backbone trained on the Monte Carlo labels of
+        iterations 1 .. k-1 of this method and seed."""
+        from iprkit.explore import branches_by_task
+        from iprkit.prm import label_examples, train_prm
+
+        examples = []
+        for j in range(1, k):
+            done = self.layout.iteration(seed, method, j)
+            rows = [r for _, r in read_jsonl(done.step_rewards)]
+            examples += label_examples(self.expert_sets[1], branches_by_task(load_trajectories(done.explore)), rows,
+                                       self.cfg.mc.n)
+        with staged_dir(it.prm) as tmp:
+            metrics = train_prm(examples, self.layout.model(seed, "sft", 0), self.cfg.prm, tmp, seed, self.progress)
+        free_gpu_memory()
+        print(f"{it.prm}: step reward model on {metrics['examples']} Monte Carlo labels; held out: "
+              f"MSE {metrics.get('heldout_mse', float('nan')):.4f}, Pearson {metrics.get('heldout_pearson')}")
+
+    def _score_work(self, seed: int, k: int, tag: str, it, prev: Path, learned: bool = False,
+                    margin: float = 0.01) -> Work:
+        """Step rewards of the expert's and the agent's actions, one row per (task, step, side): Monte Carlo, or
+        with ``learned`` the iteration's step reward model (``mc.estimator``: prm, hybrid; :mod:`iprkit.prm`)."""
         from iprkit.explore import branches_by_task, score_requests
         from iprkit.mc import MCCache, fingerprint_model, score
 
@@ -329,9 +352,22 @@ class Runner:
         def do(tasks):
             reqs = [r for task in tasks for r in task]
             scorer_id = fingerprint_model(scorer)
-            with self.rollouts(scorer, self.rollout_seed(seed, k, "score"), snapshots=self.cfg.mc.env_snapshots) as engine:
-                ests, counts = score(engine, MCCache(self.layout.mc_cache(scorer_id)), scorer_id, self.env_id,
-                                     [r for r, _ in reqs], self.cfg.mc, self.progress)
+
+            def mc(requests):  # the scorer's engine (or server) only when some step needs Monte Carlo
+                with self.rollouts(scorer, self.rollout_seed(seed, k, "score"), self.cfg.mc.env_snapshots) as engine:
+                    return score(engine, MCCache(self.layout.mc_cache(scorer_id)), scorer_id, self.env_id, requests,
+                                 self.cfg.mc, self.progress)
+
+            if learned:
+                from iprkit.prm import PRM, estimate
+
+                prm = PRM(it.prm, max_length=self.cfg.prm.max_length)
+                experts = {e.task_id: e for e in self.expert_sets[1]}
+                ests, counts = estimate(prm, experts, [r for r, _ in reqs], [t for _, t in reqs], self.cfg.mc, margin, mc)
+                del prm
+                free_gpu_memory()
+            else:
+                ests, counts = mc([r for r, _ in reqs])
             self.counters.setdefault(tag, {})["mc"] = counts
             rows = iter([{"task_id": t, "step": s, "side": side, **asdict(e)} for (_, (t, s, side)), e in zip(reqs, ests)])
             return [[next(rows) for _ in task] for task in tasks]
@@ -347,12 +383,17 @@ class Runner:
         from iprkit.pairs import build_pairs, pair_stats
 
         branches = branches_by_task(load_trajectories(it.explore))
-        mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for _, r in read_jsonl(it.step_rewards)}
+        rewards = [r for _, r in read_jsonl(it.step_rewards)]
+        mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for r in rewards}
+        made_by = {(r["task_id"], r["step"], r["side"]): r.get("estimator", "mc") for r in rewards}
         pairs, rows = [], []
         for e in self.expert_sets[1]:
             em = {s: v for (t, s, side), v in mc.items() if t == e.task_id and side == "expert"}
             am = {s: v for (t, s, side), v in mc.items() if t == e.task_id and side == "agent"}
             p, r = build_pairs(e, branches.get(e.task_id, {}), em, am, pcfg)
+            for pair in p:  # which estimator decided a step pair (the pair browser shows it)
+                if pair["kind"] == "step":
+                    pair["estimators"] = {side: made_by.get((e.task_id, pair["step"], side), "mc") for side in ("expert", "agent")}
             pairs += p
             rows += r
         write_jsonl(it.comparisons, rows)

@@ -55,6 +55,10 @@ class MCEstimate:
     passing rollout started from)."""
     reused: int = 0
     """How many of the N samples came from rollouts of other states that passed through this one."""
+    estimator: str = "mc"
+    """What made it: ``mc`` (rollouts), ``prm`` (the learned step reward model alone) or ``terminal``."""
+    prm: float | None = None
+    """The step reward model's score of this state, where one scored it (``mc.estimator``: prm, hybrid)."""
 
     @classmethod
     def from_rewards(cls, rewards: list[float], rollouts: list[dict]) -> "MCEstimate":
@@ -136,7 +140,7 @@ def score(engine: RolloutEngine, cache: MCCache, scorer_id: str, env_id: str, re
     for i, r in enumerate(requests):
         if r.terminal_reward is not None:
             out[i] = MCEstimate(float(r.terminal_reward), terminal=True, ci_low=float(r.terminal_reward),
-                                ci_high=float(r.terminal_reward))
+                                ci_high=float(r.terminal_reward), estimator="terminal")
             counts["terminal"] += 1
             continue
         k = cache.key(scorer_id, env_id, r.task_id, [s.action for s in r.steps], cfg.n, cfg.temperature)

@@ -234,6 +234,9 @@ class SFTSettings:
         _whole(self, "sft.", 0, "copy_warmup_steps", "augment_copies")
 
 
+ESTIMATORS = ("mc", "prm", "hybrid")
+
+
 @dataclass
 class MCSettings:
     """Monte Carlo step-reward estimation."""
@@ -259,10 +262,43 @@ class MCSettings:
     replaying the prefix. Off by default: TextWorld's copy takes 50-300 ms against 4 ms per replayed step; it took
     73 of 166 s of the demo's Monte Carlo stage, which runs in 88 s without it (``benchmarks/mc_stage.py``)."""
 
+    estimator: str = "mc"
+    """Step rewards from ``mc`` (Monte Carlo rollouts, the paper), ``prm`` (a learned step reward model trained on
+    earlier iterations' Monte Carlo labels; no rollouts) or ``hybrid`` (the model scores every step, Monte Carlo
+    where the expert's and agent's scores are within ``pairs.step_margin + prm_band``). Iteration 1 is always
+    Monte Carlo (the labels' warm-up); :mod:`iprkit.prm` says more."""
+    prm_band: float = 0.2
+    """``hybrid``: how far beyond the pair margin the model's expert-agent difference must lie for its scores to
+    stand without Monte Carlo (0: Monte Carlo only where the model sees no winner)."""
+
     def __post_init__(self):
         _whole(self, "mc.", 1, "n")
+        require(self.estimator in ESTIMATORS, "mc.estimator", self.estimator, f"choose one of {ESTIMATORS}")
+        require(self.prm_band >= 0, "mc.prm_band", self.prm_band, "must be >= 0")
         require(self.temperature >= 0, "mc.temperature", self.temperature, "must be >= 0 (0: greedy rollouts)")
         require(bool(self.scorer), "mc.scorer", self.scorer, "choose sft, current or a model folder")
+
+
+@dataclass
+class PRMSettings:
+    """The learned step reward model (``mc.estimator``: prm or hybrid): a value head on the SFT model."""
+
+    epochs: float = 3.0
+    """Passes over the Monte Carlo labels of earlier iterations."""
+    learning_rate: float = 3e-4
+    """Peak learning rate (cosine schedule), for the backbone and the head."""
+    batch_size: int = 16
+    """Labels per optimizer step."""
+    max_length: int = 512
+    """Tokens of a state the model reads (cut from the left: the scored action and its result stay)."""
+    holdout: float = 0.1
+    """Share of the labels held out to measure the model (``prm_metrics.json``: error, correlation)."""
+
+    def __post_init__(self):
+        _positive(self, "prm.", "epochs", "learning_rate")
+        _whole(self, "prm.", 1, "batch_size")
+        _whole(self, "prm.", 16, "max_length")
+        require(0 <= self.holdout < 1, "prm.holdout", self.holdout, "must be in [0, 1)")
 
 
 PAIR_MODES = ("entire", "single-step")
@@ -417,7 +453,9 @@ class RunSettings:
     sft: SFTSettings = field(default_factory=SFTSettings)
     """Supervised fine-tuning of the base agent."""
     mc: MCSettings = field(default_factory=MCSettings)
-    """Monte Carlo step rewards."""
+    """Monte Carlo step rewards (and which estimator makes them)."""
+    prm: PRMSettings = field(default_factory=PRMSettings)
+    """The learned step reward model (``mc.estimator``: prm or hybrid)."""
     pairs: PairSettings = field(default_factory=PairSettings)
     """Pair construction."""
     dpo: DPOSettings = field(default_factory=DPOSettings)

@@ -114,6 +114,9 @@ def worker(run_dir: Path, stage: str, threads: int, train_into: Path | None = No
             if stage not in runner.fits:
                 raise IprkitError(f"{stage}: not a training stage of this run; those are {sorted(runner.fits)}.")
             runner.fits[stage](train_into)
+            if torch.distributed.is_initialized():  # wait for the first process to write, then part cleanly: a
+                torch.distributed.barrier()  # process leaving a live gloo group behind can abort at exit (SIGABRT)
+                torch.distributed.destroy_process_group()
             return
         stages = {s.name: s for s in runner.plan()}
         if stage not in stages or not hasattr(stages[stage].run, "items"):
