@@ -41,15 +41,19 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_mc_counts(mc_counts: dict[str, dict]) -> str:
-    """One line per iteration that scored steps: rollouts run against what an estimator without reuse runs,
-    and how many estimates took passing rollouts (``mc.reuse``), were cached or terminal."""
+    """One line per iteration that scored steps: rollouts run (and what an estimator without reuse runs, with
+    ``mc.reuse``), estimates computed, cached and terminal, and the steps a step reward model scored."""
     lines = []
     for where, c in sorted(mc_counts.items()):
         if not c:
             continue
         run, plain = c.get("rollouts", 0), c.get("rollouts_without_reuse", c.get("rollouts", 0))
-        saved = f" ({1 - run / plain:.0%} saved by reuse)" if plain and run < plain else ""
-        lines.append(f"- {where}: {run} rollouts run, {plain} without reuse{saved}; {c.get('computed', 0)} estimates "
-                     f"computed, {c.get('estimates_with_reused_samples', 0)} of them with {c.get('reused_samples', 0)} "
-                     f"samples from passing rollouts; {c.get('cached', 0)} cached, {c.get('terminal', 0)} terminal")
+        line = f"- {where}: {run} rollouts run"
+        if c.get("reused_samples"):
+            line += (f" ({plain} without reuse: {1 - run / plain:.0%} saved; {c['reused_samples']} samples from passing "
+                     f"rollouts in {c.get('estimates_with_reused_samples', 0)} estimates)")
+        line += f"; {c.get('computed', 0)} estimates computed, {c.get('cached', 0)} cached, {c.get('terminal', 0)} terminal"
+        if "prm_scored" in c:
+            line += f"; the step reward model scored {c['prm_scored']} steps, Monte Carlo {c.get('mc_scored', 0)} of them"
+        lines.append(line)
     return "\nMonte Carlo step rewards:\n\n" + "\n".join(lines) + "\n" if lines else ""

@@ -78,7 +78,7 @@ def test_every_stage_writes_its_artifacts(full_run):
     # and the Monte Carlo cost of each iteration: what ran, what an estimator without reuse runs
     counts = json.loads(it1.mc_counts.read_text())
     assert counts["rollouts"] == counts["rollouts_without_reuse"] == 2 * counts["computed"]  # reuse is off here
-    assert f"- seed0/ipr/iter1: {counts['rollouts']} rollouts run, {counts['rollouts']} without reuse;" in run.results_md.read_text()
+    assert f"- seed0/ipr/iter1: {counts['rollouts']} rollouts run; {counts['computed']} estimates computed" in run.results_md.read_text()
 
 
 def test_later_iterations_reuse_cached_expert_estimates(full_run):
