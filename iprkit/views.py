@@ -76,7 +76,8 @@ def _train_split(layout: RunLayout) -> str:
 def _est(r: dict | None) -> dict | None:
     if not r:
         return None
-    return {k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n", "terminal", "rollouts")}
+    return {**{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n", "terminal", "rollouts")},
+            "estimator": r.get("estimator", "terminal" if r["terminal"] else "mc"), "prm": r.get("prm")}
 
 
 def load_pairs(run: str | Path, seed: int = 0, methods: list[str] | None = None) -> list[dict]:

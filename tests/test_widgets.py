@@ -52,6 +52,19 @@ def test_click_updates_synced_state_and_detail(view):
     assert w.get_state()["mode"] == "expert"
 
 
+def test_the_detail_and_the_pair_browser_say_which_estimator_made_a_step_reward():
+    from iprkit.widgets.heatmap import estimate_text
+    from iprkit.widgets.panels import decided_by
+
+    mc = {"mean": 0.4, "std": 0.5, "n": 5, "terminal": False}
+    assert estimate_text(mc) == "MC 0.40 ± 0.50 (n=5)"
+    assert estimate_text({**mc, "estimator": "mc", "prm": 0.7}) == "MC 0.40 ± 0.50 (n=5), PRM 0.70"  # hybrid: both
+    assert estimate_text({**mc, "mean": 0.7, "n": 0, "estimator": "prm", "prm": 0.7}) == "PRM 0.70 (no rollouts)"
+    assert estimate_text({**mc, "mean": 1.0, "terminal": True}) == "env reward 1.00 (terminal)"
+    assert decided_by({"estimators": {"expert": "mc", "agent": "prm"}}) == "; step rewards by expert: mc, agent: prm"
+    assert decided_by({}) == ""
+
+
 def test_widget_assets_ship_with_the_package():
     import iprkit.widgets.heatmap as h
 

@@ -23,9 +23,21 @@ def detail_text(cell: dict | None) -> str:
     lines = [f"{cell['task_id']} step {cell['step']}: {pair}"]
     for side in ("expert", "agent"):
         s, mc = cell[side], cell[side]["mc"]
-        est = "n/a" if not mc else (f"{mc['mean']:.2f} (terminal)" if mc["terminal"] else f"{mc['mean']:.2f} ± {mc['std']:.2f} (n={mc['n']})")
-        lines.append(f"{side}: {s['action']} | MC {est} | final {s['final_reward']}")
+        lines.append(f"{side}: {s['action']} | {estimate_text(mc)} | final {s['final_reward']}")
     return "\n".join(lines)
+
+
+def estimate_text(mc: dict | None) -> str:
+    """A step reward and who made it: Monte Carlo (mean ± std, n), the env (terminal) or the step reward model,
+    with the model's score beside a Monte Carlo mean where it scored the step too (``mc.estimator=hybrid``)."""
+    if not mc:
+        return "MC n/a"
+    if mc["terminal"]:
+        return f"env reward {mc['mean']:.2f} (terminal)"
+    if mc.get("estimator") == "prm":
+        return f"PRM {mc['mean']:.2f} (no rollouts)"
+    prm = f", PRM {mc['prm']:.2f}" if mc.get("prm") is not None else ""
+    return f"MC {mc['mean']:.2f} ± {mc['std']:.2f} (n={mc['n']}){prm}"
 
 
 class StepRewardHeatmap(anywidget.AnyWidget):

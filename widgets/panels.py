@@ -57,7 +57,7 @@ def pair_browser(pairs: list[dict]) -> W.VBox:
             return
         p = ms[min(index.value, len(ms) - 1)]
         out.value = (f"<div>{len(ms)} pairs; {p['method']} iteration {p['iteration']}, {p['kind']} pair at step {p['step']} of "
-                     f"{html.escape(p['task_id'])}, {p['winner']} chosen</div><div style='display:flex;gap:12px'>"
+                     f"{html.escape(p['task_id'])}, {p['winner']} chosen{decided_by(p)}</div><div style='display:flex;gap:12px'>"
                      f"<div style='flex:1'><h4>chosen</h4>{turns(p['chosen'])}</div>"
                      f"<div style='flex:1'><h4>rejected</h4>{turns(p['rejected'])}</div></div>")
 
@@ -65,6 +65,12 @@ def pair_browser(pairs: list[dict]) -> W.VBox:
         w.observe(show, "value")
     show()
     return W.VBox([W.HBox([kind, it, gap]), index, out])
+
+
+def decided_by(pair: dict) -> str:
+    """Which estimators made the step rewards that decided a step pair (``mc.estimator``), as a clause."""
+    est = pair.get("estimators")
+    return f"; step rewards by {', '.join(f'{side}: {e}' for side, e in est.items())}" if est else ""
 
 
 def iteration_comparison(table: list[dict]) -> W.VBox:
