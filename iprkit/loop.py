@@ -380,12 +380,13 @@ class Runner:
 
     def _pairs(self, it, pcfg) -> None:
         from iprkit.explore import branches_by_task
+        from iprkit.mc import estimator_of
         from iprkit.pairs import build_pairs, pair_stats
 
         branches = branches_by_task(load_trajectories(it.explore))
         rewards = [r for _, r in read_jsonl(it.step_rewards)]
         mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for r in rewards}
-        made_by = {(r["task_id"], r["step"], r["side"]): r.get("estimator", "mc") for r in rewards}
+        made_by = {(r["task_id"], r["step"], r["side"]): estimator_of(r) for r in rewards}
         pairs, rows = [], []
         for e in self.expert_sets[1]:
             em = {s: v for (t, s, side), v in mc.items() if t == e.task_id and side == "expert"}

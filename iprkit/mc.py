@@ -70,6 +70,11 @@ class MCEstimate:
                    sum(1 for r in rollouts if r.get("reused")))
 
 
+def estimator_of(row: dict) -> str:
+    """Which estimator made a ``step_rewards.jsonl`` row (rows written before the field: terminal or mc)."""
+    return row.get("estimator") or ("terminal" if row["terminal"] else "mc")
+
+
 def fingerprint_model(path: str | Path) -> str:
     """A short id of a model folder's weights (file names, sizes and mtimes)."""
     p = Path(path)

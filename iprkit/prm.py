@@ -24,6 +24,7 @@ beside a Monte Carlo mean (``prm``), for the views.
 import json
 import math
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from transformers import Trainer
 
 from iprkit.layout import PRM_METRICS
-from iprkit.mc import MCEstimate, ScoreRequest
+from iprkit.mc import MCEstimate, ScoreRequest, estimator_of
 from iprkit.settings import MCSettings, PRMSettings
 from iprkit.trajectory import Trajectory
 
@@ -51,12 +52,13 @@ def label_examples(experts: list[Trajectory], branches: dict[str, dict[int, Traj
     out = []
     for r in rows:
         e = by_task.get(r["task_id"])
-        if e is None or r.get("estimator", "mc") == "prm":
+        if e is None or estimator_of(r) == "prm":
             continue
         t = r["step"]
-        steps = e.steps[: t + 1] if r["side"] == "expert" else branches.get(e.task_id, {}).get(t, e).steps[: t + 1]
-        if len(steps) != t + 1:
+        scored = e if r["side"] == "expert" else branches.get(e.task_id, {}).get(t)
+        if scored is None or len(scored.steps) < t + 1:  # a row whose trajectory is not in this iteration's files
             continue
+        steps = scored.steps[: t + 1]
         weight = n if r["terminal"] else r["n"]
         out.append({"messages": state_messages(e, ScoreRequest(e.task_id, steps)), "label": float(r["mean"]),
                     "weight": float(weight)})
@@ -112,8 +114,6 @@ def train_prm(examples: list[dict], base: str | Path, cfg: PRMSettings, out_dir:
     result = trainer.train()
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    import shutil
-
     shutil.rmtree(args.output_dir, ignore_errors=True)
     metrics = {"examples": len(examples), "train": len(train), "heldout": len(val), "train_loss": result.training_loss,
                "steps": result.global_step, **heldout_metrics(PRM(out_dir, tok=tok, model=model), val)}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from iprkit.io import read_json, read_jsonl
 from iprkit.layout import RunLayout
+from iprkit.mc import estimator_of
 from iprkit.trajectory import Trajectory, load_trajectories
 
 
@@ -77,7 +78,7 @@ def _est(r: dict | None) -> dict | None:
     if not r:
         return None
     return {**{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n", "terminal", "rollouts")},
-            "estimator": r.get("estimator", "terminal" if r["terminal"] else "mc"), "prm": r.get("prm")}
+            "estimator": estimator_of(r), "prm": r.get("prm")}
 
 
 def load_pairs(run: str | Path, seed: int = 0, methods: list[str] | None = None) -> list[dict]:
