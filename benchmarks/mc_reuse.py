@@ -74,7 +74,7 @@ def main():
         for reuse in (False, True):
             runner = Runner(replace(cfg, mc=replace(cfg.mc, reuse=reuse)), tempfile.mkdtemp(), progress=False)
             runner.layout = run  # read the finished run's experts (the runner itself writes nothing here)
-            _, chosen = runner.expert_sets
+            chosen = runner.explore_set(args.seed, 1)
             reqs = score_requests(chosen, branches_by_task(load_trajectories(it.explore)), cfg.mc.score_expert,
                                   cfg.mc.score_same_action)
             engine = runner.engine(model, runner.rollout_seed(args.seed, 1, "score"))

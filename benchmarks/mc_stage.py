@@ -63,7 +63,7 @@ def main():
         c = replace(cfg, generation=replace(cfg.generation, compact=compact))
         runner = Runner(c, tempfile.mkdtemp(), progress=False)
         runner.layout = run  # read the finished run's experts (the runner itself writes nothing here)
-        _, chosen = runner.expert_sets
+        chosen = runner.explore_set(args.seed, 1)
         row = {"env_snapshots": snapshots, "compact": compact}
         if not args.skip_explore:
             engine = runner.engine(model, runner.rollout_seed(args.seed, 1, "explore"))

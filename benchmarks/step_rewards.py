@@ -57,7 +57,7 @@ def main():
     it = run.iteration(args.seed, "ipr", 1)
     runner = Runner(cfg, tempfile.mkdtemp(), progress=False)
     runner.layout = run  # read the finished run's experts (the runner itself writes nothing here)
-    _, chosen = runner.expert_sets
+    chosen = runner.explore_set(args.seed, 1)
     branches = branches_by_task(load_trajectories(it.explore))
     reqs = score_requests(chosen, branches, True, True)
     half = {e.task_id for e in chosen[: len(chosen) // 2]}

@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: SFT, then ETO/IPR iterations and baselines, one results table",
                        add_help=False)
     p.add_argument("-h", "--help", action=_FieldsHelp, settings="RunSettings")
-    p.add_argument("--preset", default="demo", help="smoke, demo (default) or paper")
+    p.add_argument("--preset", default="demo", help="smoke, demo (default), regime or paper")
     p.add_argument("--config", help="YAML file of RunSettings fields")
     p.add_argument("--out", required=True, help="run directory (a rerun resumes)")
     p.add_argument("--stop-after", help="stop cleanly after this stage (e.g. sft, ipr/iter1/score, seed0/sft/eval); "

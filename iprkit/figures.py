@@ -52,6 +52,22 @@ def iteration_figure(table: list[dict], metric: str = "success") -> go.Figure:
     return fig
 
 
+def learning_curves_figure(table: list[dict]) -> go.Figure:
+    """Success by iteration per method on the held-out games (solid) and on the explored train tasks (dashed):
+    "generalises" and "learns what it explores" side by side."""
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in table):
+        rows = [r for r in table if r["method"] == method]
+        for key, dash, where in (("success", "solid", "held-out"), ("explored_success", "dash", "explored")):
+            if all(f"{key}_mean" in r for r in rows):
+                fig.add_trace(go.Scatter(x=[r["iteration"] for r in rows], y=[r[f"{key}_mean"] for r in rows],
+                                         error_y={"array": [r[f"{key}_std"] for r in rows]}, mode="lines+markers",
+                                         line={"dash": dash}, name=f"{method}, {where}"))
+    fig.update_layout(title="Success by iteration: held-out games and explored tasks", xaxis_title="iteration",
+                      yaxis_title="success rate", xaxis={"dtick": 1})
+    return fig
+
+
 def pairs_figure(pairs: list[dict]) -> go.Figure:
     """Pairs per method and iteration, by kind and winner."""
     keys = sorted({(p["method"], p["iteration"]) for p in pairs})

@@ -30,6 +30,8 @@ _SEED, _ITER = re.compile(r"seed(\d+)$"), re.compile(r"iter(\d+)$")
 
 PRM_METRICS = "prm_metrics.json"
 """What a step reward model folder holds beside its weights (:func:`iprkit.prm.train_prm`)."""
+EXPLORED = "explored"
+"""The eval "split" of the train tasks a run's iterations explore (``eval_explored``): reported apart from held-out splits."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,10 @@ class EvalPaths:
     summary = property(lambda self: self.dir / "metrics.json")
     """Every split's metrics of a standalone ``iprkit eval``, in one file."""
 
-    def splits(self) -> list[str]:
-        """Splits evaluated so far, in name order."""
-        return sorted(p.name[: -len("_metrics.json")] for p in self.dir.glob("*_metrics.json"))
+    def splits(self, explored: bool = False) -> list[str]:
+        """Held-out splits evaluated so far, in name order (``explored``: with the explored train tasks, last)."""
+        found = sorted(p.name[: -len("_metrics.json")] for p in self.dir.glob("*_metrics.json"))
+        return [s for s in found if s != EXPLORED] + ([EXPLORED] if explored and EXPLORED in found else [])
 
 
 @dataclass(frozen=True)

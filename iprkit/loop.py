@@ -28,7 +28,7 @@ from iprkit.config import save_run_config
 from iprkit.envs import env_class, env_factory, make_env, options
 from iprkit.errors import IprkitError
 from iprkit.io import RunLock, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
-from iprkit.layout import RunLayout
+from iprkit.layout import EXPLORED, RunLayout
 from iprkit.models import free_gpu_memory
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
 from iprkit.results import flat_metrics, format_mc_counts, format_table, results_table
@@ -145,7 +145,7 @@ class Runner:
     def run(self) -> dict:
         """Run (or resume) the whole job; returns the table, the per-seed curves and this call's counters."""
         self.stages.run_all(self.plan())
-        return self._results()
+        return self.results()
 
     # -- experts -------------------------------------------------------------------------
     def _experts_stage(self) -> Stage:
@@ -155,7 +155,9 @@ class Runner:
     def _write_experts(self, path: Path) -> None:
         from iprkit.experts import expert_trajectories, verify_experts
 
-        n = self.cfg.n_experts + self.cfg.n_explore if self.cfg.explore_held_out else self.cfg.n_experts
+        n = self.cfg.n_experts
+        if self.cfg.explore_held_out:  # a fresh draw per iteration needs a pool of n_explore x iterations
+            n += self.cfg.n_explore * (max(1, self.cfg.max_iterations()) if self.cfg.explore_sample == "fresh" else 1)
         if self.from_release:
             trajs, rows = import_sft(self.env, read_items(self.cfg.experts_file)[:n], progress=self.progress)
             ids = [r["task_id"] or f"item {r['index']}" for r in rows]
@@ -179,8 +181,8 @@ class Runner:
 
     @cached_property
     def expert_sets(self) -> tuple[list[Trajectory], list[Trajectory]]:
-        """(SFT set, exploration set): the first ``n_experts`` tasks and, with ``explore_held_out``, the
-        ``n_explore`` after them; else the first ``n_explore`` of the SFT set. Read once the experts exist."""
+        """(SFT set, exploration pool): the first ``n_experts`` tasks and, with ``explore_held_out``, the tasks after
+        them; else the SFT set itself. Read once the experts exist; :meth:`explore_set` draws from the pool."""
         experts = load_trajectories(self.layout.experts(self.cfg.train_split))
         order = read_json(self.layout.experts_order) if self.layout.experts_order.exists() else [t.task_id for t in experts]
         sft_ids = set(order[: self.cfg.n_experts])
@@ -188,9 +190,26 @@ class Runner:
         if not sft_set:
             raise IprkitError(f"no expert trajectory replayed to success; nothing to train on "
                               f"(see {self.layout.replay_report}).")
-        if self.cfg.explore_held_out:
-            return sft_set, [t for t in experts if t.task_id not in sft_ids][: self.cfg.n_explore]
-        return sft_set, sft_set[: self.cfg.n_explore]
+        return sft_set, [t for t in experts if t.task_id not in sft_ids] if self.cfg.explore_held_out else sft_set
+
+    def explore_set(self, seed: int, k: int) -> list[Trajectory]:
+        """The expert trajectories iteration ``k`` explores along (``explore_sample``): the pool's first ``n_explore``,
+        or the k-th slice of one seeded permutation of the pool (no task twice until the pool is used up)."""
+        pool = self.expert_sets[1]
+        n = min(self.cfg.n_explore or len(pool), len(pool))
+        if self.cfg.explore_sample == "fixed" or not pool:
+            return pool[:n]
+        import random
+
+        order = list(range(len(pool)))
+        random.Random(f"explore-sample-{seed}").shuffle(order)
+        take = sorted(order[((k - 1) * n + i) % len(pool)] for i in range(n))
+        return [pool[i] for i in take]
+
+    def explored_tasks(self, seed: int) -> list[str]:
+        """Every task some iteration of the run explores, in pool order: the ``explored`` eval split."""
+        seen = {t.task_id for k in range(1, self.cfg.max_iterations() + 1) for t in self.explore_set(seed, k)}
+        return [t.task_id for t in self.expert_sets[1] if t.task_id in seen]
 
     # -- SFT -----------------------------------------------------------------------------
     def _sft_stage(self, seed: int) -> Stage:
@@ -252,9 +271,10 @@ class Runner:
 
     def _eval_stages(self, seed: int, method: str, k: int) -> list[Stage]:
         paths = self.layout.eval(seed, method, k)
+        explored = [EXPLORED] if self.cfg.eval_explored and self.cfg.max_iterations() > 0 else []
         return [Stage(self.layout.stage(seed, method, k, "eval", split), [paths.metrics(split), paths.tasks(split)],
                       self._eval_work(seed, method, k, split), inputs=[self.layout.model(seed, method, k)])
-                for split in self.eval_splits()]
+                for split in self.eval_splits() + explored]
 
     def _eval_work(self, seed: int, method: str, k: int, split: str) -> Work:
         from iprkit.evaluate import save_eval, summarize
@@ -262,6 +282,8 @@ class Runner:
         from iprkit.rollout import EpisodeSpec
 
         def items():
+            if split == EXPLORED:  # train tasks, replayed by the experts stage: their games exist
+                return [EpisodeSpec(t) for t in self.explored_tasks(seed)]
             self.env.prepare(split, limit=self.cfg.n_eval)
             ids = self.env.task_ids(split)[: self.cfg.n_eval]
             if long := too_long(self.env, {t: self.env.expert(t) for t in ids}):
@@ -303,7 +325,8 @@ class Runner:
             Stage(name("score"), [it.step_rewards], self._score_work(seed, k, tag, it, prev, learned, pcfg.step_margin)
                   if pcfg.step_pairs else (lambda: write_jsonl(it.step_rewards, [])), timed=pcfg.step_pairs,
                   inputs=[it.explore, *([it.prm] if learned else [])]),
-            Stage(name("pairs"), [it.pairs], lambda: self._pairs(it, pcfg), inputs=[it.explore, it.step_rewards]),
+            Stage(name("pairs"), [it.pairs], lambda: self._pairs(self.explore_set(seed, k), it, pcfg),
+                  inputs=[it.explore, it.step_rewards]),
             Stage(name("train"), [it.model], lambda: self._train(name("train"), it, prev), inputs=[it.pairs, prev]),
         ]
 
@@ -314,7 +337,7 @@ class Runner:
             with self.rollouts(prev, self.rollout_seed(seed, k, "explore")) as engine:
                 return engine.run(specs, desc="exploration", progress=self.progress)
 
-        return Work(lambda: exploration_specs(self.expert_sets[1], every_step, self.cfg.explore_temperature), do,
+        return Work(lambda: exploration_specs(self.explore_set(seed, k), every_step, self.cfg.explore_temperature), do,
                     lambda branches: save_trajectories(it.explore, branches))
 
     def _train_prm(self, seed: int, method: str, k: int, it) -> None:
@@ -327,7 +350,7 @@ class Runner:
         for j in range(1, k):
             done = self.layout.iteration(seed, method, j)
             rows = [r for _, r in read_jsonl(done.step_rewards)]
-            examples += label_examples(self.expert_sets[1], branches_by_task(load_trajectories(done.explore)), rows,
+            examples += label_examples(self.explore_set(seed, j), branches_by_task(load_trajectories(done.explore)), rows,
                                        self.cfg.mc.n)
         with staged_dir(it.prm) as tmp:
             metrics = train_prm(examples, self.layout.model(seed, "sft", 0), self.cfg.prm, tmp, seed, self.progress)
@@ -346,7 +369,7 @@ class Runner:
 
         def items():  # one item per task: rollout reuse shares samples within a task, so a shard holds whole tasks
             branches = branches_by_task(load_trajectories(it.explore))
-            reqs = score_requests(self.expert_sets[1], branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
+            reqs = score_requests(self.explore_set(seed, k), branches, self.cfg.mc.score_expert, self.cfg.mc.score_same_action)
             return [list(g) for _, g in groupby(reqs, key=lambda r: r[0].task_id)]
 
         def do(tasks):
@@ -362,7 +385,7 @@ class Runner:
                 from iprkit.prm import PRM, estimate
 
                 prm = PRM(it.prm, max_length=self.cfg.prm.max_length)
-                experts = {e.task_id: e for e in self.expert_sets[1]}
+                experts = {e.task_id: e for e in self.explore_set(seed, k)}
                 ests, counts = estimate(prm, experts, [r for r, _ in reqs], [t for _, t in reqs], self.cfg.mc, margin, mc)
                 del prm
                 free_gpu_memory()
@@ -378,7 +401,7 @@ class Runner:
 
         return Work(items, do, write)
 
-    def _pairs(self, it, pcfg) -> None:
+    def _pairs(self, experts: list[Trajectory], it, pcfg) -> None:
         from iprkit.explore import branches_by_task
         from iprkit.mc import estimator_of
         from iprkit.pairs import build_pairs, pair_stats
@@ -388,7 +411,7 @@ class Runner:
         mc = {(r["task_id"], r["step"], r["side"]): r["mean"] for r in rewards}
         made_by = {(r["task_id"], r["step"], r["side"]): estimator_of(r) for r in rewards}
         pairs, rows = [], []
-        for e in self.expert_sets[1]:
+        for e in experts:
             em = {s: v for (t, s, side), v in mc.items() if t == e.task_id and side == "expert"}
             am = {s: v for (t, s, side), v in mc.items() if t == e.task_id and side == "agent"}
             p, r = build_pairs(e, branches.get(e.task_id, {}), em, am, pcfg)
@@ -471,40 +494,54 @@ class Runner:
             live = self.cfg.generation.batch_size
         return RolloutEngine(backend, self.env_factory, seed=seed, max_live=live, snapshots=snapshots)
 
-    def _results(self) -> dict:
-        """The table over every method, iteration and seed; written as results.json/md and metrics.json."""
+    def results(self, write: bool = True) -> dict:
+        """The table over every method, iteration and seed (all evaluated); written as results.json/md and metrics.json
+        (``write=False``: only returned, e.g. a table over the seeds a long run has finished so far)."""
         layout, results = self.layout, {}
         for seed in self.cfg.seeds:
-            base = self._eval_report(seed, "sft", 0)
+            base = self._eval_point(seed, "sft", 0)
             for method in self.cfg.methods:
-                curve = [{"iteration": 0, **flat_metrics(base)}]
+                curve = [{"iteration": 0, **base}]
                 for k in range(1, self.cfg.method_iterations(method) + 1):
                     stats = read_json(layout.iteration(seed, method, k).pair_stats)
-                    curve.append({"iteration": k, **flat_metrics(self._eval_report(seed, method, k)),
+                    curve.append({"iteration": k, **self._eval_point(seed, method, k),
                                   **{f"pairs_{a}": b for a, b in stats.items()}})
                 results.setdefault(method, {})[seed] = curve
         table = results_table(results)
-        paired = self._paired()
-        write_json(layout.results_json, {"table": table, "curves": results, "paired": paired})
+        paired, paired_explored = self._paired(), self._paired(explored=True)
+        out = {"table": table, "curves": results, "paired": paired, "paired_explored": paired_explored}
+        if not write:
+            return out
+        write_json(layout.results_json, {"table": table, "curves": results, "paired": paired,
+                                         "paired_explored": paired_explored})
         mc_counts = {str(p.dir.relative_to(layout.root)): read_json(p.mc_counts)
                      for _, _, _, p in layout.iteration_dirs() if p.mc_counts.exists()}
         atomic_write_text(layout.results_md, format_table(table) + (
             "\nPaired by (seed, task), each method's last iteration (95% bootstrap CI over tasks; exact McNemar test "
-            "on success):\n\n" + format_paired(paired) if paired else "") + format_mc_counts(mc_counts))
+            "on success):\n\n" + format_paired(paired) if paired else "") + (
+            "\nThe same on the explored train tasks (what the iterations explored; learning, not generalisation):\n\n"
+            + format_paired(paired_explored) if paired_explored else "") + format_mc_counts(mc_counts))
         timings = read_json(layout.timings) if layout.timings.exists() else {}
-        sft_set, explore_set = self.expert_sets
-        write_json(layout.metrics, {"results": table, "curves": results, "paired": paired, "mc_counts": mc_counts,
-                                    "experts": len(sft_set), "explored_tasks": len(explore_set), "timings_s": timings})
-        return {"table": table, "curves": results, "paired": paired, "counters": self.counters}
+        write_json(layout.metrics, {"results": table, "curves": results, "paired": paired,
+                                    "paired_explored": paired_explored, "mc_counts": mc_counts,
+                                    "experts": len(self.expert_sets[0]),
+                                    "explored_tasks": {s: len(self.explored_tasks(s)) for s in self.cfg.seeds},
+                                    "timings_s": timings})
+        return {**out, "counters": self.counters}
 
-    def _paired(self) -> list[dict]:
-        """Each method's last iteration against SFT, and IPR against ETO, paired by (seed, split, task)."""
+    def _paired(self, explored: bool = False) -> list[dict]:
+        """Each method's last iteration against SFT, and IPR against ETO, paired by (seed, split, task), on the
+        held-out splits (or, ``explored``, on the explored train tasks)."""
+        splits = ([EXPLORED] if self.cfg.eval_explored else []) if explored else self.eval_splits()
+        if not splits or (explored and self.cfg.max_iterations() == 0):
+            return []
+
         def rows(method: str) -> dict[tuple, dict]:
             k = self.cfg.method_iterations(method)
             out = {}
             for seed in self.cfg.seeds:
                 paths = self.layout.eval(seed, method, k)
-                for split in self.eval_splits():
+                for split in splits:
                     out.update({(seed, split, r["task_id"]): {**r, "split": split} for _, r in read_jsonl(paths.tasks(split))})
             return out
 
@@ -516,9 +553,15 @@ class Runner:
             out.append(compare(last["ipr"], last["eto"], rows("ipr"), rows("eto")))
         return out
 
-    def _eval_report(self, seed: int, method: str, k: int) -> dict:
+    def _eval_point(self, seed: int, method: str, k: int) -> dict:
+        """One point of a learning curve: success and reward per held-out split and their mean, and on the
+        explored tasks (``explored_success``), kept out of the mean."""
         paths = self.layout.eval(seed, method, k)
-        return {split: read_json(paths.metrics(split)) for split in self.eval_splits()}
+        point = flat_metrics({split: read_json(paths.metrics(split)) for split in self.eval_splits()})
+        if paths.metrics(EXPLORED).exists():
+            m = read_json(paths.metrics(EXPLORED))
+            point.update({f"{EXPLORED}_success": m["success_rate"], f"{EXPLORED}_reward": m["avg_reward"]})
+        return point
 
     def close(self) -> None:
         self.env.close()

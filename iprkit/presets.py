@@ -7,6 +7,12 @@
   SFT did not see (``explore_held_out``), evaluated on 100 test games. 3.5-4.5 minutes after SFT on
   2 CPU cores (measured per stage in ``timings.json``: Monte Carlo 45-75 s, IPR exploration 30 s,
   DPO 0.5 + 1 min, evaluation 15-25 s per model); generating the 964 games first adds about 9 minutes.
+- ``regime``: the paper's data regime at tiny scale, for the science table (``benchmarks/science_table.py``):
+  3,000 TextWorld easy games, SFT for 3 epochs (the tiny recipe's learning rate; it no longer memorises its tasks),
+  then each iteration explores a fresh sample of 64 of the agent's own SFT tasks (the paper explores its SFT
+  tasks), Monte Carlo with the paper's N = 5 at temperature 1, two ETO and two IPR iterations, 3 seeds, evaluated on
+  500 test games (paired comparisons see about 5 points; README's power table) and on the explored tasks.
+  Generating the games takes about 15 minutes once (cached); each seed about 30 minutes on 2 CPU cores.
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
   DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for one GPU: bf16, LoRA adapters (the paper trained all
   weights on 8 GPUs), gradient checkpointing, and rollouts on a vLLM server the kit starts for each stage
@@ -53,6 +59,16 @@ RUN_PRESETS = {
         # 2e-4 drove DPO margins past 20 and raised invalid turns (IPR 56 -> 48%, ETO -> 46%, seed 0); 3e-5 did not
         "dpo": {"learning_rate": 3e-5, "epochs": 2.0, "batch_size": 8, "warmup_ratio": 0.1},
         # SFT turns are at most 42 tokens and its sequences at most 437; 128 episodes at once: evaluation 37 -> 24 s
+        "generation": {"max_new_tokens": 48, "batch_size": 128, "max_context": 512},
+    },
+    "regime": {
+        # 3 epochs x 3,000 games at batch 4 = 2,250 steps: the tiny recipe's budget spent on 4x the tasks, seen 3 times
+        "env": "textworld", "env_kwargs": {"preset": "easy", "n_train": 3000, "n_test": 500, "max_steps": 10},
+        "n_explore": 64, "explore_sample": "fresh", "methods": ["sft", "eto", "ipr"], "iterations": 2,
+        "eto_iterations": 2, "seeds": [0, 1, 2],
+        "sft": {**SFT_PRESETS["tiny"], "max_steps": -1, "epochs": 3.0},
+        "mc": {"n": 5, "temperature": 1.0, "score_same_action": False},
+        "dpo": {"learning_rate": 3e-5, "epochs": 2.0, "batch_size": 8, "warmup_ratio": 0.1},
         "generation": {"max_new_tokens": 48, "batch_size": 128, "max_context": 512},
     },
     "paper": {

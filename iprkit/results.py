@@ -27,16 +27,27 @@ def results_table(results: dict) -> list[dict]:
         for k in range(n_iter):
             pts = [c[k] for c in by_seed.values() if len(c) > k]
             s, r = [p["success"] for p in pts], [p["reward"] for p in pts]
-            rows.append({"method": method, "iteration": k, "seeds": len(pts), "success_mean": statistics.mean(s),
-                         "success_std": sd(s), "reward_mean": statistics.mean(r), "reward_std": sd(r)})
+            row = {"method": method, "iteration": k, "seeds": len(pts), "success_mean": statistics.mean(s),
+                   "success_std": sd(s), "reward_mean": statistics.mean(r), "reward_std": sd(r)}
+            if all("explored_success" in p for p in pts):  # the learning curve on the explored train tasks
+                e = [p["explored_success"] for p in pts]
+                row.update(explored_success_mean=statistics.mean(e), explored_success_std=sd(e))
+            rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| method | iteration | success (mean ± std) | avg reward (mean ± std) | seeds |", "|---|---|---|---|---|"]
+    """Held-out success and reward per (method, iteration); with a column for the explored train tasks when
+    the run evaluated them."""
+    explored = any("explored_success_mean" in r for r in rows)
+    head = "| method | iteration | success (mean ± std) | avg reward (mean ± std) |"
+    lines = [head + (" explored tasks: success |" if explored else "") + " seeds |",
+             "|---|---|---|---|" + ("---|" if explored else "") + "---|"]
     for r in rows:
+        cell = (f" {r['explored_success_mean']:.3f} ± {r['explored_success_std']:.3f} |"
+                if "explored_success_mean" in r else " - |") if explored else ""
         lines.append(f"| {r['method']} | {r['iteration']} | {r['success_mean']:.3f} ± {r['success_std']:.3f} | "
-                     f"{r['reward_mean']:.3f} ± {r['reward_std']:.3f} | {r['seeds']} |")
+                     f"{r['reward_mean']:.3f} ± {r['reward_std']:.3f} |{cell} {r['seeds']} |")
     return "\n".join(lines) + "\n"
 
 

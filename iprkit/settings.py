@@ -431,7 +431,12 @@ class RunSettings:
     n_experts: int | None = None
     """Use the first N tasks of the train split for SFT (None: all)."""
     n_explore: int | None = None
-    """Explore along the first N expert trajectories each iteration (None: all)."""
+    """Explore along N expert trajectories each iteration (None: all); which N, ``explore_sample`` says."""
+    explore_sample: str = "fixed"
+    """Which tasks each iteration explores: ``fixed``, the first ``n_explore`` of the pool every iteration; ``fresh``,
+    a new draw of ``n_explore`` from the pool each iteration (seeded by seed and iteration, the same for every method;
+    without repeats while the pool lasts). The pool: the SFT tasks (the paper explores its whole train split), or with
+    ``explore_held_out`` the train tasks after them (the experts stage then replays ``n_explore`` x iterations)."""
     explore_held_out: bool = False
     """Explore along the ``n_explore`` train tasks after the first ``n_experts`` (expert trajectories SFT never saw)
     instead of the first ``n_explore`` SFT tasks (the paper). For a small model that memorises its SFT tasks: there it
@@ -440,6 +445,9 @@ class RunSettings:
     """Splits to evaluate on (None: the env's test splits, each reported apart)."""
     n_eval: int | None = None
     """Evaluate on the first N tasks of each eval split (None: all)."""
+    eval_explored: bool = True
+    """Also evaluate every model (greedy, as the eval splits) on the tasks the run's iterations explore, reported apart
+    (split ``explored``, never averaged into ``success``): "learns what it explores" next to "generalises"."""
     methods: list[str] = field(default_factory=lambda: ["sft", "eto", "ipr"])
     """Methods to run: sft, eto, ipr, ipr-no-step, ipr-no-outcome, ipr-no-nll (``iprkit.settings.METHODS``)."""
     iterations: int = 3
@@ -497,9 +505,16 @@ class RunSettings:
             b = getattr(self, section).batch_size
             require(b % self.train.num_processes == 0, f"{section}.batch_size", b,
                     f"must divide among train.num_processes={self.train.num_processes} processes (the global batch is kept)")
+        require(self.explore_sample in ("fixed", "fresh"), "explore_sample", self.explore_sample, "choose fixed or fresh")
+        require(self.explore_sample == "fixed" or self.n_explore is not None, "explore_sample", self.explore_sample,
+                "fresh draws n_explore tasks per iteration: set n_explore too")
         if self.explore_held_out and (self.n_experts is None or self.n_explore is None):
             raise IprkitError("explore_held_out=true needs n_experts (the SFT tasks) and n_explore (the held-out tasks "
                               "after them); set both, and give the train split n_experts + n_explore tasks.")
+
+    def max_iterations(self) -> int:
+        """The most iterations any of the run's methods runs."""
+        return max(self.method_iterations(m) for m in self.methods)
 
     def method_iterations(self, method: str) -> int:
         """How many iterations ``method`` runs under these settings."""

@@ -107,6 +107,38 @@ def step_curve(view: IterationView) -> dict:
             "agent": [mean_col(view.agent_mc, s) for s in range(view.steps)]}
 
 
+def prm_agreement(view: IterationView, margin: float = 0.01) -> dict:
+    """Where a step reward model's score and a Monte Carlo estimate exist for the same action (``mc.estimator=hybrid``:
+    the steps the model found too close to call, so Monte Carlo ran): per step, how far apart they are, and whether
+    the step's verdict (expert better / agent better / neither, at ``margin``) is the same under both. Empty when no
+    row has both (pure MC, or ``prm`` alone)."""
+    def verdict(e: float, a: float) -> str:
+        return "expert" if e > a + margin else "agent" if a > e + margin else "neither"
+
+    by_step: dict[int, dict] = {}
+    for row in view.cells:
+        for c in row:
+            if not c:
+                continue
+            both = {side: c[side]["mc"] for side in ("expert", "agent")
+                    if c[side]["mc"] and c[side]["mc"]["estimator"] == "mc" and c[side]["mc"]["prm"] is not None}
+            if not both:
+                continue
+            d = by_step.setdefault(c["step"], {"step": c["step"], "estimates": 0, "abs_diff": 0.0, "verdicts": 0, "agree": 0})
+            for m in both.values():
+                d["estimates"] += 1
+                d["abs_diff"] += abs(m["prm"] - m["mean"])
+            if len(both) == 2:
+                e, a = both["expert"], both["agent"]
+                d["verdicts"] += 1
+                d["agree"] += verdict(e["mean"], a["mean"]) == verdict(e["prm"], a["prm"])
+    steps = [{**d, "mean_abs_diff": d.pop("abs_diff") / d["estimates"]} for _, d in sorted(by_step.items())]
+    n, v = sum(d["estimates"] for d in steps), sum(d["verdicts"] for d in steps)
+    return {"by_step": steps, "estimates": n, "verdicts": v,
+            "mean_abs_diff": sum(d["mean_abs_diff"] * d["estimates"] for d in steps) / n if n else None,
+            "verdict_agreement": sum(d["agree"] for d in steps) / v if v else None}
+
+
 def to_json(view: IterationView) -> str:
     return json.dumps({"tasks": view.tasks, "steps": view.steps, "expert_mc": view.expert_mc, "agent_mc": view.agent_mc,
                        "cells": view.cells})

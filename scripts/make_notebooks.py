@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat as nbf
 
 PARAMS = '''# parameters (papermill injects its own values after this cell)
-preset = "smoke"          # smoke | demo | paper
+preset = "smoke"          # smoke | demo | regime | paper
 run_dir = "runs/notebooks" # the pipeline's run directory, shared by the whole sequence
 out_dir = "runs/notebooks/nb"  # this notebook's outputs (metrics.json)
 seed = 0
@@ -89,6 +89,13 @@ from iprkit.figures import heatmap_figure, step_curve_figure
 view = load_iteration(run_dir, seed, "ipr", 1)
 heatmap_figure(view, "gap")''',
         '''step_curve_figure(view)''',
+        '''# a step reward model beside Monte Carlo (mc.estimator=hybrid, from iteration 2): where both scored an action
+from iprkit.views import prm_agreement
+
+k_prm = max(layout.iterations(seed, "ipr"), default=1)
+agreement = prm_agreement(load_iteration(run_dir, seed, "ipr", k_prm), cfg.pairs.step_margin)
+agreement if agreement["estimates"] else print(
+    "No step reward model scores in this run: run with mc.estimator=hybrid and iterations>=2 to see them here.")''',
         '''from iprkit.widgets import StepRewardHeatmap
 
 heatmap = StepRewardHeatmap.from_view(view)
@@ -113,10 +120,11 @@ stats''',
                       "held-out tasks.", [
         '''result = run_until(None)
 print(layout.results_md.read_text())''',
-        '''from iprkit.figures import iteration_figure
+        '''from iprkit.figures import learning_curves_figure
 from iprkit.widgets import iteration_comparison
 
-iteration_figure(result["table"], "success")''',
+# solid: held-out test games (does it generalise?); dashed: the train tasks the iterations explored (does it learn them?)
+learning_curves_figure(result["table"])''',
         '''iteration_comparison(result["table"])''',
         '''write_metrics({"table": result["table"]})''']),
     "06_analysis": ("# 6. Analysis\n\nMethod comparison, per-step reward curves by iteration, and action efficiency "
@@ -125,7 +133,13 @@ iteration_figure(result["table"], "success")''',
 from iprkit.io import read_jsonl
 import plotly.graph_objects as go
 
+from iprkit.stats import format_paired
+
 results = load_results(run_dir)
+# task by task: the same games, the same seeds (95% bootstrap CI over tasks; McNemar's exact test on success)
+print(format_paired(results["paired"]))
+if results.get("paired_explored"):
+    print("On the explored train tasks:\\n" + format_paired(results["paired_explored"]))
 last = {}
 for r in results["table"]:
     last[r["method"]] = r

@@ -65,8 +65,8 @@ def test_every_stage_writes_its_artifacts(full_run):
     assert all(r["n"] == 0 and r["mean"] in (0.0, 1.0) for r in rewards if r["terminal"])
     # every stage that ran is timed, and the times reach metrics.json
     timings = json.loads(run.timings.read_text())
-    stages = ["experts", "seed0/sft", "seed0/sft/eval/test"] + [f"seed0/ipr/iter{k}/{s}" for k in (1, 2)
-                                                                for s in ("explore", "score", "pairs", "train", "eval/test")]
+    stages = ["experts", "seed0/sft", "seed0/sft/eval/test", "seed0/sft/eval/explored"] + [
+        f"seed0/ipr/iter{k}/{s}" for k in (1, 2) for s in ("explore", "score", "pairs", "train", "eval/test", "eval/explored")]
     assert sorted(timings) == sorted(stages) and all(v >= 0 for v in timings.values())
     assert timings["seed0/sft"] > 0 and timings["seed0/ipr/iter1/explore"] > 0  # (a fully cached stage may take ~0 s)
     assert json.loads(run.metrics.read_text())["timings_s"] == timings
@@ -79,6 +79,71 @@ def test_every_stage_writes_its_artifacts(full_run):
     counts = json.loads(it1.mc_counts.read_text())
     assert counts["rollouts"] == counts["rollouts_without_reuse"] == 2 * counts["computed"]  # reuse is off here
     assert f"- seed0/ipr/iter1: {counts['rollouts']} rollouts run; {counts['computed']} estimates computed" in run.results_md.read_text()
+
+
+def test_learning_curves_on_the_explored_tasks_apart_from_held_out(full_run):
+    out, result = full_run
+    run = RunLayout(out)
+    explored = {t.task_id for t in load_trajectories(run.iteration(0, "ipr", 1).explore)}
+    for k in (0, 1, 2):  # every model is evaluated greedily on the tasks the iterations explored (train tasks)
+        ev = run.eval(0, "sft" if k == 0 else "ipr", k)
+        rows = [json.loads(l) for l in ev.tasks("explored").read_text().splitlines()]
+        assert {r["task_id"] for r in rows} == explored and len(rows) == 4
+        assert ev.splits() == ["test"] and ev.splits(explored=True) == ["test", "explored"]
+        point = result["curves"]["ipr"][0][k]
+        wins = sum(r["success"] for r in rows) / len(rows)
+        assert point["explored_success"] == wins
+        assert point["success"] == point["test_success"]  # the explored tasks stay out of the held-out mean
+    rows = {r["iteration"]: r for r in result["table"]}
+    assert rows[2]["explored_success_mean"] == result["curves"]["ipr"][0][2]["explored_success"]
+    md = run.results_md.read_text()
+    assert "explored tasks: success" in md.splitlines()[0] and "The same on the explored train tasks" in md
+    (paired,) = result["paired_explored"]
+    assert (paired["a"], paired["b"], paired["pairs"]) == ("ipr@2", "sft@0", 4)
+
+
+def test_science_table_reports_the_finished_seeds(full_run, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    out, result = full_run
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "science_table.py"
+    spec = importlib.util.spec_from_file_location("science_table", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.report("smoke", out, ["methods=[ipr]", "iterations=2"], "t", res_dir=tmp_path)
+    assert row["finished_seeds"] == [0] and row["table"] == result["table"] and row["paired"] == result["paired"]
+    assert json.loads((tmp_path / "science_table_t.json").read_text())["finished_seeds"] == [0]
+    assert "| ipr@2 vs sft@0 | 4 |" in (tmp_path / "science_table_t.md").read_text()
+    # a seed not run yet is not in the table
+    row = bench.report("smoke", out, ["methods=[ipr]", "iterations=2", "seeds=[0,1]"], "t", res_dir=tmp_path)
+    assert row["finished_seeds"] == [0] and row["seeds"] == [0, 1]
+
+
+def test_fresh_exploration_sample_per_iteration(tmp_path, full_run):
+    out, _ = full_run
+    cfg = _cfg(sft_model=str(RunLayout(out).model(0, "sft", 0)), explore_sample="fresh", n_explore=5, iterations=3,
+               seeds=[0, 1])
+    with pytest.raises(StopRun):
+        _run_cfg(cfg, tmp_path, stop_after="seed0/ipr/iter2/explore")
+    runner = Runner(cfg, tmp_path / "view", progress=False)
+    runner.layout = RunLayout(tmp_path)  # read the experts the run wrote
+    try:
+        pool = [t.task_id for t in runner.expert_sets[1]]
+        draws = {(s, k): [t.task_id for t in runner.explore_set(s, k)] for s in (0, 1) for k in (1, 2, 3, 4, 5)}
+    finally:
+        runner.close()
+    assert len(pool) == 24 and all(len(d) == 5 and set(d) <= set(pool) for d in draws.values())
+    seen = [t for k in (1, 2, 3, 4) for t in draws[0, k]]
+    assert len(set(seen)) == 20  # no task twice while the pool lasts (4 x 5 of 24)
+    assert set(draws[0, 5]) & set(seen)  # then the pool starts over
+    assert draws[0, 1] != draws[1, 1]  # each seed draws its own
+    for k in (1, 2):  # and each iteration explored exactly its draw
+        got = {t.task_id for t in load_trajectories(RunLayout(tmp_path).iteration(0, "ipr", k).explore)}
+        assert got == set(draws[0, k])
+    assert runner.explored_tasks(0) == [t for t in pool if t in set(seen[:15])]  # iterations 1-3, in pool order
+    with pytest.raises(IprkitError, match="explore_sample"):
+        _cfg(explore_sample="fresh", n_explore=None)
 
 
 def test_later_iterations_reuse_cached_expert_estimates(full_run):

@@ -110,3 +110,14 @@ def test_a_hybrid_run_trains_a_prm_from_earlier_labels_and_marks_its_estimates(s
     assert counts["mc_scored"] == sum(r["estimator"] == "mc" for r in rows)
     assert all(set(p["estimators"]) == {"expert", "agent"} for _, p in read_jsonl(it2.pairs) if p["kind"] == "step")
     assert "seed0/ipr/iter2/prm" in json.loads(lay.timings.read_text())
+    # the notebook's view: where the model and Monte Carlo both scored an action, how far apart and whether the
+    # step's verdict is the same under both
+    from iprkit.views import load_iteration, prm_agreement
+
+    agreement = prm_agreement(load_iteration(tmp_path / "run", 0, "ipr", 2), margin=0.01)
+    both = [r for r in rows if r["estimator"] == "mc"]
+    assert agreement["estimates"] == len(both)
+    if both:
+        diff = sum(abs(r["prm"] - r["mean"]) for r in both) / len(both)
+        assert abs(agreement["mean_abs_diff"] - diff) < 1e-9
+        assert sum(d["estimates"] for d in agreement["by_step"]) == len(both)
