@@ -19,7 +19,6 @@ minute later) left nothing that looks finished. After each piece the table over 
 """
 
 import argparse
-import json
 import os
 import signal
 import subprocess

@@ -14,6 +14,7 @@ once: it opens offline).
 
 import itertools
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -24,6 +25,7 @@ from iprkit.config import read_yaml_mapping
 from iprkit.errors import IprkitError
 from iprkit.io import atomic_write_text, read_json, write_json
 from iprkit.layout import BatchLayout, notebook_metrics
+from iprkit.report import write_report
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -80,12 +82,15 @@ def point_name(point: dict) -> str:
 def run_notebook(src: Path, dst: Path, params: dict, timeout: int | None = None) -> dict:
     """Execute one notebook; returns {ok, duration, error: {cell, ename, evalue}}."""
     import papermill as pm
+    from traitlets.config import Config
 
     start = time.time()
     dst.parent.mkdir(parents=True, exist_ok=True)
+    local = Config()
+    local.KernelManager.transport = "ipc"  # a local socket file, not TCP (ipykernel warns about unencrypted TCP)
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
-                            store_widget_state=False, execution_timeout=timeout, cwd=str(Path.cwd()))
+                            store_widget_state=False, execution_timeout=timeout, cwd=str(Path.cwd()), config=local)
         return {"ok": True, "duration": time.time() - start, "error": None}
     except Exception as e:  # papermill's execution error names the cell; anything else is reported too
         cell = getattr(e, "exec_count", None)
@@ -112,31 +117,51 @@ def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, gr
         except IprkitError as e:
             raise IprkitError(f"grid point {point_name(point)}: {e}") from None
     rows = []
-    for point in points:
-        run = layout.point(point_name(point))
-        overrides = point_overrides(point) + list((params or {}).get("overrides", []))
-        failed = None
-        for src in srcs:
-            nb_out, dst = layout.notebook_out(run, src.stem), layout.notebook(run, src.stem)
-            row = {"point": point_name(point), **point, "notebook": src.stem, "path": str(dst)}
-            if failed:
-                rows.append({**row, "ok": False, "skipped": f"earlier notebook {failed} failed"})
-                continue
-            p = {"preset": preset, "run_dir": str(run.root), "out_dir": str(nb_out), "seed": 0,
-                 **{k: v for k, v in (params or {}).items() if k != "overrides"}, "overrides": overrides}
-            print(f"[{point_name(point)}] {src.stem} ...", flush=True)
-            res = run_notebook(src, dst, p, timeout)
-            meta = _papermill_meta(dst)
-            metrics = read_json(notebook_metrics(nb_out)) if notebook_metrics(nb_out).exists() else None
-            rows.append({**row, **res, "papermill": meta, "metrics": metrics})
-            if not res["ok"]:
-                failed = src.stem
-                print(f"  FAILED at cell {res['error']['cell']}: {res['error']['ename']}: {res['error']['evalue'][:300]}")
+    # the kernels' progress bars go to this terminal as text, not into the executed notebooks (iprkit.progress)
+    before, os.environ["IPRKIT_PROGRESS"] = os.environ.get("IPRKIT_PROGRESS"), "terminal"
+    try:
+        for point in points:
+            rows += _run_point(layout, srcs, point, preset, params, timeout)
+    finally:
+        if before is None:
+            os.environ.pop("IPRKIT_PROGRESS", None)
+        else:
+            os.environ["IPRKIT_PROGRESS"] = before
     summary = {"preset": preset, "grid": grid or [], "rows": rows}
     write_json(layout.summary_json, summary)
     atomic_write_text(layout.summary_md, _summary_md(rows))
     write_report(layout, rows)
+    for point in points:  # the results, where a researcher reads them first
+        if (results := layout.point(point_name(point)).results_md).exists():
+            print(f"\n[{point_name(point)}] results ({results}):\n\n{results.read_text()}")
     return summary
+
+
+def _run_point(layout: BatchLayout, srcs: list[Path], point: dict, preset: str, params: dict | None,
+               timeout: int | None) -> list[dict]:
+    """The notebook sequence on one grid point; after a failure the rest are skipped."""
+    rows = []
+    run = layout.point(point_name(point))
+    overrides = point_overrides(point) + list((params or {}).get("overrides", []))
+    failed = None
+    for src in srcs:
+        nb_out, dst = layout.notebook_out(run, src.stem), layout.notebook(run, src.stem)
+        row = {"point": point_name(point), **point, "notebook": src.stem, "path": str(dst)}
+        if failed:
+            rows.append({**row, "ok": False, "skipped": f"earlier notebook {failed} failed"})
+            continue
+        p = {"preset": preset, "run_dir": str(run.root), "out_dir": str(nb_out), "seed": 0,
+             **{k: v for k, v in (params or {}).items() if k != "overrides"}, "overrides": overrides}
+        print(f"[{point_name(point)}] {src.stem} ...", flush=True)
+        res = run_notebook(src, dst, p, timeout)
+        print(f"[{point_name(point)}] {src.stem} {'done' if res['ok'] else 'FAILED'} in {res['duration']:.0f} s", flush=True)
+        meta = _papermill_meta(dst)
+        metrics = read_json(notebook_metrics(nb_out)) if notebook_metrics(nb_out).exists() else None
+        rows.append({**row, **res, "papermill": meta, "metrics": metrics})
+        if not res["ok"]:
+            failed = src.stem
+            print(f"  FAILED at cell {res['error']['cell']}: {res['error']['ename']}: {res['error']['evalue'][:300]}")
+    return rows
 
 
 def _papermill_meta(path: Path) -> dict | None:
@@ -158,37 +183,3 @@ def _summary_md(rows: list[dict]) -> str:
         status = "yes" if r.get("ok") else ("skipped" if r.get("skipped") else f"NO: {(r.get('error') or {}).get('ename')}")
         lines.append(f"| {r['point']} | {r['notebook']} | {status} | {r.get('duration', 0):.0f} | {short} |")
     return "\n".join(lines) + "\n"
-
-
-def write_report(layout: BatchLayout, rows: list[dict]) -> Path:
-    """One HTML page: the summary table and, per grid point, the run's figures."""
-    import plotly.io as pio
-
-    from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure
-    from iprkit.views import load_iteration, load_pairs, load_results
-
-    parts, first = [], True
-    for point in dict.fromkeys(r["point"] for r in rows):
-        run = layout.point(point)
-        figs = []
-        try:
-            if run.results_json.exists():
-                figs.append(iteration_figure(load_results(run.root)["table"], "success"))
-            if run.iteration(0, "ipr", 1).step_rewards.exists():
-                view = load_iteration(run.root, 0, "ipr", 1, max_tasks=40)
-                figs += [heatmap_figure(view, "gap"), step_curve_figure(view)]
-            if run.seed_dir(0).exists() and (pairs := load_pairs(run.root, 0)):
-                figs.append(pairs_figure(pairs))
-        except Exception as e:  # a report never fails the batch
-            parts.append(f"<p>figures for {point} unavailable: {e}</p>")
-        parts.append(f"<h2>{point}</h2>")
-        for f in figs:
-            parts.append(pio.to_html(f, include_plotlyjs=first, full_html=False))
-            first = False
-    table = "".join(
-        f"<tr><td>{r['point']}</td><td>{r['notebook']}</td><td>{'ok' if r.get('ok') else 'failed' if not r.get('skipped') else 'skipped'}"
-        f"</td><td>{(r.get('error') or {}).get('ename', '')} {(r.get('error') or {}).get('evalue', '')[:200]}</td></tr>" for r in rows)
-    html = (f"<html><head><meta charset='utf-8'><title>iprkit report</title></head><body><h1>iprkit batch report</h1>"
-            f"<table border=1><tr><th>point</th><th>notebook</th><th>status</th><th>error</th></tr>{table}</table>"
-            + "".join(parts) + "</body></html>")
-    return atomic_write_text(layout.report, html)

@@ -8,7 +8,7 @@ ALFWorld's seen and unseen splits are evaluated and reported apart.
 import random
 from typing import Callable
 
-from tqdm.auto import tqdm
+from iprkit.progress import tqdm
 
 from iprkit.envs.base import Env
 from iprkit.io import write_json, write_jsonl

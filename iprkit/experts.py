@@ -7,7 +7,7 @@ fails to replay (or raises) is recorded as such, never stops the batch.
 
 from typing import Iterable
 
-from tqdm.auto import tqdm
+from iprkit.progress import tqdm
 
 from iprkit.envs.base import Env
 from iprkit.errors import IprkitError

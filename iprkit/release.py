@@ -18,7 +18,7 @@ rollouts see the same text as the imported SFT data.
 import json
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from iprkit.progress import tqdm
 
 from iprkit.envs.base import Env
 from iprkit.errors import IprkitError

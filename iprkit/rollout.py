@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tqdm.auto import tqdm
+from iprkit.progress import tqdm
 
 from iprkit.envs.base import Env
 from iprkit.prompts import parse_agent_turn

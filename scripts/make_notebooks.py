@@ -18,6 +18,12 @@ overrides = []            # RunSettings overrides, written as on the iprkit run 
 SETUP = '''import json
 from pathlib import Path
 
+import plotly.io as pio
+
+# each figure also leaves HTML with plotly.js embedded (the first one), so an executed notebook shows its figures
+# in viewers without plotly's extension (nbviewer, VS Code); widgets leave a static HTML copy of themselves
+pio.renderers.default = "plotly_mimetype+notebook"
+
 from iprkit.layout import RunLayout, notebook_metrics
 from iprkit.loop import Runner, StopRun
 from iprkit.presets import run_settings
@@ -100,6 +106,10 @@ agreement if agreement["estimates"] else print(
 
 heatmap = StepRewardHeatmap.from_view(view)
 heatmap''',
+        '''# one task along its steps: the expert's and the agent's step rewards, and each branch's continuation
+from iprkit.widgets import trajectory_timeline
+
+trajectory_timeline(view)''',
         '''vals = [(c["expert"]["mc"], c["agent"]["mc"]) for row in view.cells for c in row if c]
 sampled = [m for pair in vals for m in pair if m and not m["terminal"]]
 write_metrics({"steps_scored": len(vals), "mean_expert_mc": sum(e["mean"] for e, _ in vals if e) / max(1, len(vals)),
@@ -112,7 +122,7 @@ from iprkit.views import load_pairs
 from iprkit.widgets import pair_browser
 
 stats = json.loads(layout.iteration(seed, "ipr", 1).pair_stats.read_text())
-pairs = load_pairs(run_dir, seed, ["ipr"])
+pairs = load_pairs(run_dir, seed)  # every method's pairs so far (IPR's step and outcome pairs, ETO's outcome pairs)
 stats''',
         '''pair_browser(pairs)''',
         '''write_metrics(stats)''']),

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("IPRKIT_TEST_ARTIFACTS", REPO / "test-artifacts"))
+"""Screenshots the browser tests leave (ignored by git)."""
 SHARED = REPO.parent / "shared" / "data"
 os.environ.setdefault("IPRKIT_CACHE", str(REPO / ".cache" / "iprkit"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from conftest import REPO
+from conftest import ARTIFACTS, REPO
 from iprkit.layout import BatchLayout
 from iprkit.batch import batch
 
@@ -56,6 +56,37 @@ def test_every_notebook_runs_and_writes_metrics(smoke_batch):
     assert "seed0/eto/iter1/score" not in timings  # ETO needs no step rewards and times no scoring
     assert layout.report.stat().st_size > 100_000  # plotly.js embedded: opens offline
     assert "01_environments" in layout.summary_md.read_text()
+
+
+@pytest.mark.slow
+def test_report_is_a_research_report_that_opens_offline(smoke_batch):
+    from playwright.sync_api import sync_playwright
+
+    out, _ = smoke_batch
+    report = BatchLayout(out).report
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        asked = []
+
+        def no_network(route):  # only the file itself may load: everything else would need a network
+            asked.append(route.request.url)
+            route.abort()
+
+        page.route(lambda url: not url.startswith("file://"), no_network)
+        page.goto(report.resolve().as_uri())
+        page.wait_for_selector(".plotly")  # plotly.js ran from the page itself
+        text = page.inner_text("body")
+        for section in ("Across grid points", "Notebooks", "Results", "Paired by (seed, task)", "explored tasks",
+                        "Training", "Step rewards: ipr, iteration 1", "Pairs", "example step pair: ipr", "Stage timings",
+                        "Resolved config"):
+            assert section in text, section
+        assert page.locator(".plotly").count() >= 5 and not asked, asked
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
+        browser.close()
 
 
 def test_failing_notebook_is_reported_and_the_grid_goes_on(tmp_path):

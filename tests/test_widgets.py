@@ -4,18 +4,16 @@ and one real-browser click (Playwright driving Debian's chromium)."""
 import functools
 import http.server
 import json
-import os
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import ARTIFACTS
 from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure, timeline_figure
 from iprkit.views import load_iteration, load_pairs, to_json
 from iprkit.widgets import StepRewardHeatmap, iteration_comparison, pair_browser, trajectory_timeline
 
-ARTIFACTS = Path(os.environ.get("IPRKIT_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def test_click_updates_synced_state_and_detail(view):
 
 def test_the_detail_and_the_pair_browser_say_which_estimator_made_a_step_reward():
     from iprkit.widgets.heatmap import estimate_text
-    from iprkit.widgets.panels import decided_by
+    from iprkit.report import decided_by
 
     mc = {"mean": 0.4, "std": 0.5, "n": 5, "terminal": False}
     assert estimate_text(mc) == "MC 0.40 ± 0.50 (n=5)"
@@ -82,10 +80,11 @@ def test_panels_and_static_figures(view, smoke_run):
         assert fig.to_dict()["data"]
 
 
-HARNESS = """<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/heatmap.css"></head>
+HARNESS = """<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/heatmap.css"><style>%s</style></head>
 <body><div id="root"></div><script type="module">
 import widget from "/heatmap.js";
 const data = %s;
+data.scales = %s;
 data.gap = data.expert_mc.map((row, r) => row.map((e, s) => (e === null || data.agent_mc[r][s] === null) ? null : e - data.agent_mc[r][s]));
 const state = {...data, mode: "gap", selected: []};
 const handlers = {};
@@ -96,16 +95,25 @@ window.widgetState = state;
 </script></body></html>"""
 
 
-def test_heatmap_click_in_a_real_browser(view, tmp_path):
+# JupyterLab's dark theme sets these variables; the widget must read them, not hard-code light colours
+DARK = """body { background: #111; } :root { --jp-layout-color0: #111; --jp-layout-color1: #1e1e1e; --jp-layout-color2: #2b2b2b;
+--jp-layout-color3: #444; --jp-ui-font-color0: #fff; --jp-ui-font-color1: #e6e6e6; --jp-ui-font-color2: #aaa;
+--jp-border-color1: #666; --jp-border-color2: #555; }"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_heatmap_in_a_real_browser(view, tmp_path, theme):
     from playwright.sync_api import sync_playwright
 
     import iprkit.widgets.heatmap as h
+    from iprkit.figures import MODES
 
     site = tmp_path / "site"
     site.mkdir()
     for f in ("heatmap.js", "heatmap.css"):
         (site / f).write_text(Path(h.STATIC, f).read_text())
-    (site / "index.html").write_text(HARNESS % to_json(view))
+    (site / "index.html").write_text(HARNESS % (DARK if theme == "dark" else "", to_json(view),
+                                                json.dumps({k: list(v) for k, v in MODES.items()})))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -120,14 +128,73 @@ def test_heatmap_click_in_a_real_browser(view, tmp_path):
             page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
             page.wait_for_selector("td.iprkit-cell")
             assert "Click a cell" in page.inner_text(".iprkit-detail")
+            legend = page.inner_text(".iprkit-legend")
+            assert "expert − agent MC step reward" in legend and "not scored" in legend and "E / A" in legend
+            assert "task \\ step" in page.inner_text("table")  # both axes are labelled
+            # the colour of a scored cell is the Python scale's colour (the static twins use the same)
+            from iprkit.figures import colour
+
+            got = page.eval_on_selector(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]', "e => getComputedStyle(e).backgroundColor")
+            assert got == "rgb(%d, %d, %d)" % colour(view.gap()[r][s], "gap")
+            page.click('button.iprkit-mode[data-mode="expert"]')  # the mode is a button in the widget
+            assert page.evaluate("window.widgetState.mode") == "expert"
+            assert "expert's MC step reward" in page.inner_text(".iprkit-legend")
+            assert page.inner_text("button.iprkit-active") == "expert"
             page.click(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]')
             text = page.inner_text(".iprkit-detail")
             assert f"{cell['task_id']}, step {s}" in text
             assert cell["expert"]["action"] in text and cell["agent"]["action"] in text and "MC step reward" in text
             assert page.evaluate("window.widgetState.selected") == [r, s]
+            side_bg = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).backgroundColor")
+            side_ink = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).color")
+            light = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3]) > 384
+            assert light(side_bg) != light(side_ink)  # readable text in either theme
+            assert light(side_bg) == (theme == "light")
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "heatmap.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"heatmap_{theme}.png"), full_page=True)
             browser.close()
     finally:
         server.shutdown()
-    assert (ARTIFACTS / "heatmap.png").stat().st_size > 5000
+    assert (ARTIFACTS / f"heatmap_{theme}.png").stat().st_size > 5000
+
+
+def test_widgets_leave_a_static_copy_for_viewers_without_a_kernel(view, smoke_run):
+    run, result = smoke_run
+    def bundle(obj) -> dict:  # anywidget answers (data, metadata), ipywidgets the data alone
+        b = obj._repr_mimebundle_()
+        return b[0] if isinstance(b, tuple) else b
+
+    w = StepRewardHeatmap.from_view(view)
+    data = bundle(w)
+    assert "application/vnd.jupyter.widget-view+json" in data  # live where a widget manager is
+    static = data["text/html"]
+    assert "<script" not in static and static.count("<tr>") == len(view.tasks) + 1 and "not scored" in static
+    assert "StepRewardHeatmap object at" not in data["text/plain"]
+    pairs = load_pairs(run, 0)
+    for panel in (pair_browser(pairs), trajectory_timeline(view), iteration_comparison(result["table"])):
+        html = bundle(panel)["text/html"]
+        assert "static copy" in html and "VBox(" not in html
+    assert "Instruction:" in bundle(pair_browser(pairs))["text/html"]
+
+
+def test_pair_browser_shows_the_whole_context_and_filters_outcome_pairs_by_their_own_gap():
+    from iprkit.widgets.panels import gap_of
+
+    prompt = [{"role": "user", "content": "Your task: open the box"}, {"role": "assistant", "content": "Action: go east"},
+              {"role": "user", "content": "You are in the hall."}]
+    step = {"kind": "step", "task_id": "t", "step": 1, "winner": "expert", "prompt": prompt, "method": "ipr", "iteration": 1,
+            "chosen": [{"role": "assistant", "content": "Action: open box"}, {"role": "user", "content": "Opened."}],
+            "rejected": [{"role": "assistant", "content": "Action: go west"}], "expert_final": 1.0, "agent_final": 0.0,
+            "expert_mc": 0.8, "agent_mc": 0.2}
+    outcome = {**step, "kind": "outcome", "step": 0, "expert_mc": None, "agent_mc": None}
+    from iprkit.report import pair_html
+
+    page = pair_html(step)
+    for text in ("Your task: open the box", "the expert's first 1 steps", "Action: open box", "Action: go west",
+                 "0.80", "0.20", "continuation (1 turns)", "<b>env</b>", "<b>agent</b>"):
+        assert text in page, text
+    assert gap_of(step) == pytest.approx(0.6) and gap_of(outcome) == 1.0  # outcome pairs: their final rewards
+    panel = pair_browser([step, outcome])
+    controls = {c.description: c for box in panel.children[:2] for c in box.children}
+    controls["min gap"].value = 0.9
+    assert "1 pairs match" in panel.children[-1].value and "outcome pair" in panel.children[-1].value

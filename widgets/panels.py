@@ -1,4 +1,8 @@
-"""Timeline, pair browser and iteration comparison: small ipywidgets over plotly."""
+"""Timeline, pair browser and iteration comparison: small ipywidgets over plotly.
+
+Each returns a :class:`Panel` (a VBox) whose output also carries a static HTML copy, shown
+where no widget can run (an executed notebook on GitHub or nbviewer).
+"""
 
 import html
 
@@ -6,14 +10,35 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from iprkit.figures import iteration_figure, timeline_figure
+from iprkit.report import html_table, pair_html
 from iprkit.views import IterationView
 
+class Panel(W.VBox):
+    """A VBox that leaves a static HTML copy beside the live widget in a notebook's output."""
 
-def trajectory_timeline(view: IterationView) -> W.VBox:
-    """Pick a task: its expert and agent step rewards along the steps, and the branches."""
+    def __init__(self, children, static, **kw):
+        super().__init__(children, **kw)
+        self._static = static  # () -> HTML of the panel's current state
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data["text/html"] = (self._static() + "<p><i>A static copy: run the notebook to use the controls.</i></p>")
+        return bundle
+
+
+def trajectory_timeline(view: IterationView) -> Panel:
+    """Pick a task: its expert and agent step rewards along the steps, and each step's branch in a table."""
     pick = W.Dropdown(options=view.tasks, description="task")
     fig = go.FigureWidget()
     table = W.HTML()
+
+    def rows_html(r: int) -> str:
+        est = lambda m: "-" if not m else f"{m['mean']:.2f}"
+        return html_table(["step", "expert action", "expert MC", "agent action → continuation", "agent MC", "agent final"],
+                      [[str(c["step"]), html.escape(c["expert"]["action"]), est(c["expert"]["mc"]),
+                        html.escape(" → ".join([c["agent"]["action"], *c["agent"]["continuation"]])), est(c["agent"]["mc"]),
+                        str(c["agent"]["final_reward"])] for c in view.cells[r] if c])
 
     def show(*_):
         r = view.tasks.index(pick.value)
@@ -22,32 +47,37 @@ def trajectory_timeline(view: IterationView) -> W.VBox:
         for tr in new.data:
             fig.add_trace(tr)
         fig.layout = new.layout
-        rows = "".join(f"<tr><td>{c['step']}</td><td>{html.escape(c['expert']['action'])}</td>"
-                       f"<td>{html.escape(c['agent']['action'])} → {html.escape(' → '.join(c['agent']['continuation']))}</td>"
-                       f"<td>{c['agent']['final_reward']}</td></tr>" for c in view.cells[r] if c)
-        table.value = f"<table><tr><th>step</th><th>expert</th><th>agent branch</th><th>agent final</th></tr>{rows}</table>"
+        table.value = rows_html(r)
 
     pick.observe(show, "value")
-    show()
-    return W.VBox([pick, fig, table])
+    if view.tasks:
+        show()
+    return Panel([pick, fig, table], lambda: f"<p><b>{html.escape(str(pick.value))}</b></p>" + table.value)
 
 
-def pair_browser(pairs: list[dict]) -> W.VBox:
-    """Filter pairs by kind, iteration and MC gap; chosen and rejected side by side."""
+def gap_of(p: dict) -> float | None:
+    """How far apart a pair's two sides are: the MC step rewards for a step pair, the final rewards for an outcome
+    pair (whose MC values may be missing)."""
+    a, b = ("expert_mc", "agent_mc") if p["kind"] == "step" else ("expert_final", "agent_final")
+    return None if p.get(a) is None or p.get(b) is None else abs(p[a] - p[b])
+
+
+def pair_browser(pairs: list[dict]) -> Panel:
+    """Filter pairs by method, kind, iteration and gap; each with its whole context, chosen and rejected side by side."""
+    method = W.Dropdown(options=["all"] + sorted({p.get("method", "") for p in pairs}), description="method")
     kind = W.Dropdown(options=["all", "step", "outcome"], description="kind")
     its = sorted({p["iteration"] for p in pairs}) or [1]
     it = W.Dropdown(options=["all"] + its, description="iteration")
-    gap = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="min gap")
+    gap = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="min gap",
+                        tooltip="step pairs: MC step rewards apart; outcome pairs: final rewards apart")
     index = W.IntSlider(value=0, min=0, max=0, description="pair")
     out = W.HTML()
 
     def matches():
-        return [p for p in pairs if (kind.value == "all" or p["kind"] == kind.value)
+        return [p for p in pairs if (method.value == "all" or p.get("method") == method.value)
+                and (kind.value == "all" or p["kind"] == kind.value)
                 and (it.value == "all" or p["iteration"] == it.value)
-                and abs((p.get("expert_mc") or 0) - (p.get("agent_mc") or 0)) >= gap.value]
-
-    def turns(msgs):
-        return "".join(f"<div><b>{m['role']}</b>: {html.escape(m['content'])}</div>" for m in msgs)
+                and (gap.value == 0 or (gap_of(p) or 0) >= gap.value)]
 
     def show(*_):
         ms = matches()
@@ -55,25 +85,16 @@ def pair_browser(pairs: list[dict]) -> W.VBox:
         if not ms:
             out.value = "<i>no pair matches</i>"
             return
-        p = ms[min(index.value, len(ms) - 1)]
-        out.value = (f"<div>{len(ms)} pairs; {p['method']} iteration {p['iteration']}, {p['kind']} pair at step {p['step']} of "
-                     f"{html.escape(p['task_id'])}, {p['winner']} chosen{decided_by(p)}</div><div style='display:flex;gap:12px'>"
-                     f"<div style='flex:1'><h4>chosen</h4>{turns(p['chosen'])}</div>"
-                     f"<div style='flex:1'><h4>rejected</h4>{turns(p['rejected'])}</div></div>")
+        out.value = f"<div>{len(ms)} pairs match; pair {min(index.value, len(ms) - 1)}</div>" + pair_html(
+            ms[min(index.value, len(ms) - 1)])
 
-    for w in (kind, it, gap, index):
+    for w in (method, kind, it, gap, index):
         w.observe(show, "value")
     show()
-    return W.VBox([W.HBox([kind, it, gap]), index, out])
+    return Panel([W.HBox([method, kind]), W.HBox([it, gap]), index, out], lambda: out.value)
 
 
-def decided_by(pair: dict) -> str:
-    """Which estimators made the step rewards that decided a step pair (``mc.estimator``), as a clause."""
-    est = pair.get("estimators")
-    return f"; step rewards by {', '.join(f'{side}: {e}' for side, e in est.items())}" if est else ""
-
-
-def iteration_comparison(table: list[dict]) -> W.VBox:
+def iteration_comparison(table: list[dict]) -> Panel:
     """Success or reward by iteration and method."""
     metric = W.ToggleButtons(options=["success", "reward"])
     fig = go.FigureWidget(iteration_figure(table, "success"))
@@ -87,4 +108,7 @@ def iteration_comparison(table: list[dict]) -> W.VBox:
             fig.layout.yaxis.title = new.layout.yaxis.title
 
     metric.observe(show, "value")
-    return W.VBox([metric, fig])
+    static = lambda: html_table(["method", "iteration", "success", "reward", "seeds"], [
+        [r["method"], str(r["iteration"]), f"{r['success_mean']:.3f} ± {r['success_std']:.3f}",
+         f"{r['reward_mean']:.3f} ± {r['reward_std']:.3f}", str(r["seeds"])] for r in table])
+    return Panel([metric, fig], static)

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from iprkit.progress import tqdm
 
 from iprkit.envs.base import Env, check_disjoint, ranged_index, ranged_tasks
 from iprkit.envs.cache import cache_dir

@@ -1,24 +1,36 @@
 // Step-reward heatmap: tasks x steps, colour = MC step reward; click a cell for its details.
-// Plain DOM, no dependencies, no CDN: works offline in JupyterLab and in a bare page.
-function color(v, mode) {
-  if (v === null || v === undefined) return "#eee";
-  if (mode === "gap") {  // blue: expert better, red: agent better
-    const t = Math.max(-1, Math.min(1, v));
-    const a = Math.round(255 * (1 - Math.abs(t)));
-    return t >= 0 ? `rgb(${a},${a},255)` : `rgb(255,${a},${a})`;
+// Plain DOM, no dependencies, no CDN: works offline in JupyterLab (light and dark themes) and in a bare page.
+// Colour scales come from Python (iprkit.figures.MODES), so the widget and its static twins agree.
+
+function colour(v, spec) {
+  if (v === null || v === undefined || !spec) return null;
+  const [, lo, hi, scale] = spec;
+  const t = Math.max(0, Math.min(1, (v - lo) / (hi - lo)));
+  for (let i = 1; i < scale.length; i++) {
+    const [p0, c0] = scale[i - 1];
+    const [p1, c1] = scale[i];
+    if (t <= p1) {
+      const f = p1 > p0 ? (t - p0) / (p1 - p0) : 0;
+      return c0.map((a, k) => Math.round(a + (c1[k] - a) * f));
+    }
   }
-  const t = Math.max(0, Math.min(1, v));
-  return `rgb(${Math.round(255 * (1 - t))},${Math.round(160 + 95 * t)},${Math.round(255 * (1 - t))})`;
+  return scale[scale.length - 1][1];
 }
+
+const rgb = (c) => `rgb(${c[0]},${c[1]},${c[2]})`;
+// dark text on light cells, light text on dark ones (the E / A marks stay readable on any colour)
+const ink = (c) => (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 140 ? "#111" : "#fff");
 
 function fmt(est) {
   if (!est) return "n/a";
   if (est.terminal) return `${est.mean.toFixed(2)} (terminal: env reward)`;
-  return `${est.mean.toFixed(2)} ± ${est.std.toFixed(2)} (95% CI ${est.ci_low.toFixed(2)}–${est.ci_high.toFixed(2)}, n=${est.n})`;
+  if (est.estimator === "prm") return `${est.mean.toFixed(2)} (step reward model, no rollouts)`;
+  const prm = est.prm === null || est.prm === undefined ? "" : `; step reward model ${est.prm.toFixed(2)}`;
+  return `${est.mean.toFixed(2)} ± ${est.std.toFixed(2)} (95% CI ${est.ci_low.toFixed(2)}–${est.ci_high.toFixed(2)}, n=${est.n}${prm})`;
 }
 
 function esc(s) {
-  return String(s ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
+  return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
 function side(name, s) {
@@ -41,23 +53,42 @@ export function detailHTML(cell) {
     <div class="iprkit-sides">${side("Expert", cell.expert)}${side("Agent", cell.agent)}</div>`;
 }
 
+function legendHTML(mode, spec) {
+  const [title, lo, hi, scale] = spec;
+  const stops = scale.map(([p, c]) => `${rgb(c)} ${Math.round(p * 100)}%`).join(", ");
+  const ends = mode === "gap" ? ["agent better", "equal", "expert better"] : ["", "", ""];
+  return `<div class="iprkit-legend-bar"><span>${lo}</span><span class="iprkit-ramp" style="background:linear-gradient(to right, ${stops})"></span><span>${hi}</span></div>
+    <div class="iprkit-legend-text"><b>${esc(title)}</b>${ends[0] ? ` (red: ${ends[0]}, white: ${ends[1]}, blue: ${ends[2]})` : ""}.
+    <span class="iprkit-cell iprkit-missing iprkit-swatch"></span> not scored.
+    <b>E</b> / <b>A</b>: a step pair formed here, expert / agent chosen. Click a cell for the step.</div>`;
+}
+
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "iprkit-heatmap";
+  const bar = document.createElement("div");
+  bar.className = "iprkit-toolbar";
+  const legend = document.createElement("div");
+  legend.className = "iprkit-legend";
   const grid = document.createElement("table");
   const detail = document.createElement("div");
   detail.className = "iprkit-detail";
-  root.append(grid, detail);
+  root.append(bar, legend, grid, detail);
   el.appendChild(root);
 
   const draw = () => {
     const mode = model.get("mode");
+    const spec = (model.get("scales") || {})[mode];
     const m = model.get(mode === "expert" ? "expert_mc" : mode === "agent" ? "agent_mc" : "gap");
     const tasks = model.get("tasks");
     const cells = model.get("cells");
     const sel = model.get("selected") || [];
     const steps = model.get("steps");
-    let html = "<tr><th></th>" + Array.from({ length: steps }, (_, s) => `<th>${s}</th>`).join("") + "</tr>";
+    bar.innerHTML = "colour: " + ["gap", "expert", "agent"].map((k) =>
+      `<button data-mode="${k}" class="iprkit-mode${k === mode ? " iprkit-active" : ""}">${k}</button>`).join("");
+    legend.innerHTML = spec ? legendHTML(mode, spec) : "";
+    let html = `<tr><th class="iprkit-axis">task \\ step →</th>` +
+      Array.from({ length: steps }, (_, s) => `<th>${s}</th>`).join("") + "</tr>";
     tasks.forEach((t, r) => {
       html += `<tr><th class="iprkit-task">${esc(t)}</th>`;
       for (let s = 0; s < steps; s++) {
@@ -65,8 +96,11 @@ function render({ model, el }) {
         const c = (cells[r] || [])[s];
         const mark = c && c.pair ? (c.pair === "expert" ? "E" : "A") : "";
         const on = sel[0] === r && sel[1] === s ? " iprkit-on" : "";
-        html += `<td class="iprkit-cell${on}" data-row="${r}" data-col="${s}" style="background:${color(v, mode)}"
-          title="${v === null || v === undefined ? "" : v.toFixed(2)}">${mark}</td>`;
+        const col = colour(v, spec);
+        const style = col ? ` style="background:${rgb(col)};color:${ink(col)}"` : "";
+        const title = col ? `${esc(t)}, step ${s}: ${v.toFixed(2)}` : `${esc(t)}, step ${s}: not scored`;
+        html += `<td class="iprkit-cell${col ? "" : " iprkit-missing"}${on}" data-row="${r}" data-col="${s}"${style}
+          title="${title}">${mark}</td>`;
       }
       html += "</tr>";
     });
@@ -75,13 +109,19 @@ function render({ model, el }) {
     detail.innerHTML = detailHTML(cell);
   };
 
+  bar.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button.iprkit-mode");
+    if (!b) return;
+    model.set("mode", b.dataset.mode);
+    model.save_changes();
+  });
   grid.addEventListener("click", (ev) => {
     const td = ev.target.closest("td.iprkit-cell");
     if (!td) return;
     model.set("selected", [Number(td.dataset.row), Number(td.dataset.col)]);
     model.save_changes();
   });
-  for (const name of ["selected", "mode", "tasks", "cells", "expert_mc", "agent_mc", "gap"]) {
+  for (const name of ["selected", "mode", "tasks", "cells", "expert_mc", "agent_mc", "gap", "scales"]) {
     model.on(`change:${name}`, draw);
   }
   draw();
