@@ -15,6 +15,7 @@ once: it opens offline).
 import itertools
 import json
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -28,6 +29,12 @@ from iprkit.layout import BatchLayout, notebook_metrics
 from iprkit.report import write_report
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+KERNEL_ENV = {"IPRKIT_PROGRESS": "terminal", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+"""The notebook kernels' environment: the kit's progress bars go to this terminal as text (:mod:`iprkit.progress`);
+the Hugging Face libraries' own bars (loading weights, preparing datasets) stay out of the executed notebooks, where
+they would stay frozen at 0%."""
 
 
 def split_values(text: str) -> list[str]:
@@ -91,12 +98,36 @@ def run_notebook(src: Path, dst: Path, params: dict, timeout: int | None = None)
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=False,
                             store_widget_state=False, execution_timeout=timeout, cwd=str(Path.cwd()), config=local)
+        drop_frozen_bars(dst)
         return {"ok": True, "duration": time.time() - start, "error": None}
     except Exception as e:  # papermill's execution error names the cell; anything else is reported too
         cell = getattr(e, "exec_count", None)
         return {"ok": False, "duration": time.time() - start,
                 "error": {"cell": cell, "ename": getattr(e, "ename", type(e).__name__),
                           "evalue": str(getattr(e, "evalue", e))[:2000], "trace": traceback.format_exc()[-2000:]}}
+
+
+BAR = re.compile(r"^.{0,120}\d+%\|")
+"""A tqdm bar's text (``Loading weights:   0%|   | 0/56``)."""
+
+
+def drop_frozen_bars(path: Path) -> int:
+    """Remove the progress-bar widgets a headless run left in a notebook (without the kernel, each would show its first
+    frame, ``0%``, forever); the notebook is rewritten atomically. Returns how many were removed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        keep = [o for o in cell.get("outputs", []) if not ("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                                            and BAR.match(o["data"].get("text/plain", "")))]
+        dropped += len(cell.get("outputs", [])) - len(keep)
+        cell["outputs"] = keep
+    if dropped:
+        atomic_write_text(path, nbformat.writes(nb))
+    return dropped
 
 
 def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, grid: list[str] | None = None,
@@ -117,16 +148,17 @@ def batch(out: str | Path, preset: str = "smoke", params: dict | None = None, gr
         except IprkitError as e:
             raise IprkitError(f"grid point {point_name(point)}: {e}") from None
     rows = []
-    # the kernels' progress bars go to this terminal as text, not into the executed notebooks (iprkit.progress)
-    before, os.environ["IPRKIT_PROGRESS"] = os.environ.get("IPRKIT_PROGRESS"), "terminal"
+    before = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)  # the kernels inherit it
     try:
         for point in points:
             rows += _run_point(layout, srcs, point, preset, params, timeout)
     finally:
-        if before is None:
-            os.environ.pop("IPRKIT_PROGRESS", None)
-        else:
-            os.environ["IPRKIT_PROGRESS"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     summary = {"preset": preset, "grid": grid or [], "rows": rows}
     write_json(layout.summary_json, summary)
     atomic_write_text(layout.summary_md, _summary_md(rows))

@@ -223,3 +223,17 @@ class BatchLayout:
 def notebook_metrics(out_dir: str | Path) -> Path:
     """The metrics a notebook writes into its ``out_dir`` (collected by the batch runner)."""
     return Path(out_dir) / "metrics.json"
+
+
+DEMO_BATCH = "runs/demo"
+"""Where ``make demo`` (``iprkit batch --preset demo --out runs/demo``) writes its batch."""
+
+
+def finished_demo_run(starts: tuple[str, ...] = (".", "..")) -> RunLayout | None:
+    """The finished ``make demo`` run a notebook opened by hand reads: its ``default`` point, found from the repo root
+    or from ``notebooks/`` (JupyterLab's working folder there); None when there is none yet."""
+    for start in starts:
+        run = BatchLayout(Path(start) / DEMO_BATCH).point("default")
+        if run.results_json.exists():
+            return run
+    return None

@@ -139,6 +139,64 @@ def prm_agreement(view: IterationView, margin: float = 0.01) -> dict:
             "verdict_agreement": sum(d["agree"] for d in steps) / v if v else None}
 
 
+def close_calls(view: IterationView, limit: int = 10) -> list[dict]:
+    """Steps where the scorer's estimates for the expert's and the agent's (different) actions are closest: where a
+    pair hangs on the margin, and more rollouts would decide it. Each: task, row/column in the view, both estimates."""
+    out = []
+    for r, row in enumerate(view.cells):
+        for s, c in enumerate(row):
+            e, a = (c or {}).get("expert", {}).get("mc"), (c or {}).get("agent", {}).get("mc")
+            if c and e and a and c["expert"]["action"] != c["agent"]["action"]:
+                out.append({"task_id": c["task_id"], "step": s, "row": r, "expert": e["mean"], "agent": a["mean"],
+                            "gap": e["mean"] - a["mean"], "pair": c.get("pair")})
+    return sorted(out, key=lambda x: abs(x["gap"]))[:limit]
+
+
+def flips(view: IterationView) -> list[dict]:
+    """Steps where the step reward and the final reward disagree: the expert's action scored higher but the agent's
+    branch ended better, or the reverse. Neither becomes a step pair (both must agree); each is worth a look."""
+    out = []
+    for r, row in enumerate(view.cells):
+        for s, c in enumerate(row):
+            e, a = (c or {}).get("expert", {}).get("mc"), (c or {}).get("agent", {}).get("mc")
+            if not (c and e and a):
+                continue
+            step_gap = e["mean"] - a["mean"]
+            final_gap = (c["expert"]["final_reward"] or 0.0) - (c["agent"]["final_reward"] or 0.0)
+            if step_gap * final_gap < 0:
+                out.append({"task_id": c["task_id"], "step": s, "row": r, "step_gap": step_gap, "final_gap": final_gap})
+    return out
+
+
+def fragile_pairs(view: IterationView) -> list[dict]:
+    """Step pairs whose two Monte Carlo estimates overlap in their 95% intervals: the chosen side lost about as often
+    in its rollouts as the rejected side, and the margin says less than it seems."""
+    out = []
+    for r, row in enumerate(view.cells):
+        for s, c in enumerate(row):
+            if not (c and c.get("pair")):
+                continue
+            win, lose = c[c["pair"]]["mc"], c["agent" if c["pair"] == "expert" else "expert"]["mc"]
+            if win and lose and not win["terminal"] and win["ci_low"] <= lose["ci_high"]:
+                out.append({"task_id": c["task_id"], "step": s, "row": r, "chosen": c["pair"], "chosen_mc": win["mean"],
+                            "chosen_ci": [win["ci_low"], win["ci_high"]], "rejected_mc": lose["mean"],
+                            "rejected_ci": [lose["ci_low"], lose["ci_high"]]})
+    return out
+
+
+def changed_tasks(run: str | Path, seed: int, a: tuple[str, int], b: tuple[str, int], split: str = "test") -> dict:
+    """Tasks that model ``a`` (method, iteration) won and ``b`` lost (``lost``), and the reverse (``gained``), on one
+    eval split, with both agents' actions: what an iteration changed, task by task."""
+    layout = RunLayout(run)
+    rows = {}
+    for key, (method, k) in (("a", a), ("b", b)):
+        rows[key] = {r["task_id"]: r for _, r in read_jsonl(layout.eval(seed, method, k).tasks(split))}
+    shared = [t for t in rows["a"] if t in rows["b"]]
+    pick = lambda won, lost: [{"task_id": t, "won_actions": rows[won][t]["actions"], "lost_actions": rows[lost][t]["actions"]}
+                              for t in shared if rows[won][t]["success"] and not rows[lost][t]["success"]]
+    return {"lost": pick("a", "b"), "gained": pick("b", "a"), "tasks": len(shared)}
+
+
 def to_json(view: IterationView) -> str:
     return json.dumps({"tasks": view.tasks, "steps": view.steps, "expert_mc": view.expert_mc, "agent_mc": view.agent_mc,
                        "cells": view.cells})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ARTIFACTS
+from iprkit.layout import RunLayout
 from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure, timeline_figure
 from iprkit.views import load_iteration, load_pairs, to_json
 from iprkit.widgets import StepRewardHeatmap, iteration_comparison, pair_browser, trajectory_timeline
@@ -198,3 +199,27 @@ def test_pair_browser_shows_the_whole_context_and_filters_outcome_pairs_by_their
     controls = {c.description: c for box in panel.children[:2] for c in box.children}
     controls["min gap"].value = 0.9
     assert "1 pairs match" in panel.children[-1].value and "outcome pair" in panel.children[-1].value
+
+
+def test_finders_that_notebooks_explore_a_run_with(view, smoke_run):
+    from iprkit.views import changed_tasks, close_calls, flips, fragile_pairs
+
+    cells = [c for row in view.cells for c in row if c]
+    close = close_calls(view, limit=100)
+    differ = [c for c in cells if c["expert"]["mc"] and c["agent"]["mc"] and c["expert"]["action"] != c["agent"]["action"]]
+    assert len(close) == len(differ)
+    assert [abs(c["gap"]) for c in close] == sorted(abs(c["gap"]) for c in close)
+    for c in close:
+        cell = view.cells[c["row"]][c["step"]]
+        assert cell["task_id"] == c["task_id"] and c["gap"] == cell["expert"]["mc"]["mean"] - cell["agent"]["mc"]["mean"]
+    for f in flips(view):  # the step reward and the final reward point different ways
+        assert f["step_gap"] * f["final_gap"] < 0
+    for f in fragile_pairs(view):  # a chosen side whose interval reaches the rejected side's
+        assert view.cells[f["row"]][f["step"]]["pair"] == f["chosen"] and f["chosen_ci"][0] <= f["rejected_ci"][1]
+    run, _ = smoke_run
+    got = changed_tasks(run, 0, ("sft", 0), ("ipr", 2), "test")
+    rows = {k: {json.loads(l)["task_id"]: json.loads(l) for l in RunLayout(run).eval(0, m, i).tasks("test").read_text().splitlines()}
+            for k, (m, i) in {"a": ("sft", 0), "b": ("ipr", 2)}.items()}
+    assert got["tasks"] == len(rows["a"])
+    assert {r["task_id"] for r in got["lost"]} == {t for t in rows["a"] if rows["a"][t]["success"] and not rows["b"][t]["success"]}
+    assert {r["task_id"] for r in got["gained"]} == {t for t in rows["a"] if rows["b"][t]["success"] and not rows["a"][t]["success"]}

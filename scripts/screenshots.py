@@ -1,0 +1,90 @@
+"""Screenshots of notebooks opened in JupyterLab (light and dark theme) on a finished run, for the README.
+
+    python scripts/screenshots.py --repo . --out docs/img
+
+Starts JupyterLab on loopback (a token, a free port) in ``--repo``, a checkout with a finished ``make demo`` run
+(``runs/demo/default``: the notebooks opened by hand read it), opens each notebook in Chromium, runs all its cells,
+scrolls to its main widget and saves ``<notebook>_<theme>.png``. Stops the server by its PID.
+"""
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+# notebook -> the element the screenshot shows
+TARGETS = {"03_mc_rewards": ".iprkit-heatmap", "04_pairs": "text=Instruction:"}
+THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
+TOKEN = "iprkit-screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, path: str, method: str = "GET", body: dict | None = None):
+    req = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", default=".", help="a checkout with a finished make demo run")
+    ap.add_argument("--out", default="docs/img")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds to wait for a notebook's cells")
+    a = ap.parse_args()
+    repo, out = Path(a.repo).resolve(), Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                            f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={repo}", "--ServerApp.open_browser=False"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                api(base, "/api/status")
+                break
+            except OSError:
+                time.sleep(1)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            for theme, name in THEMES.items():
+                api(base, "/lab/api/settings/@jupyterlab/apputils-extension:themes", "PUT",
+                    {"raw": json.dumps({"theme": name})})
+                for nb, target in TARGETS.items():
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.goto(f"{base}/lab/tree/notebooks/{nb}.ipynb?token={TOKEN}&reset")
+                    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+                    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+                    page.click("text=Run", timeout=30_000)  # the menu bar
+                    page.click("text=Run All Cells")
+                    page.wait_for_selector(target, timeout=a.timeout * 1000)
+                    page.wait_for_timeout(3000)
+                    page.locator(target).first.scroll_into_view_if_needed()
+                    page.wait_for_timeout(1000)
+                    page.screenshot(path=str(out / f"{nb}_{theme}.png"))
+                    print(out / f"{nb}_{theme}.png", flush=True)
+                    page.close()
+            browser.close()
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+
+
+if __name__ == "__main__":
+    main()
