@@ -154,10 +154,11 @@ def test_an_ipr_iteration_on_launched_servers_explores_and_evaluates_as_in_proce
         assert lay.iteration(0, "ipr", 1).step_rewards.exists()
     rows = lambda p: [r for _, r in read_jsonl(p)]
     for paths in (lambda l: l.iteration(0, "ipr", 1).explore, lambda l: l.eval(0, "ipr", 1).tasks("test"),
-                  lambda l: l.eval(0, "sft", 0).tasks("test")):
+                  lambda l: l.eval(0, "sft", 0).tasks("test"), lambda l: l.eval(0, "ipr", 1).tasks("explored")):
         assert rows(paths(served)) == rows(paths(local))
     logs = sorted(served.servers.glob("*/server.log"))
-    assert len(logs) == 4  # one server per stage that rolls out: SFT eval, exploration, scoring, IPR eval
+    # one server per stage that rolls out: SFT eval (test, explored), exploration, scoring, IPR eval (test, explored)
+    assert len(logs) == 6
     assert not (local.servers).exists()
 
 
