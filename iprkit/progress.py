@@ -18,3 +18,30 @@ def tqdm(*args, **kwargs):
     from tqdm.auto import tqdm as auto
 
     return auto(*args, **kwargs)
+
+
+def terminal() -> bool:
+    """In a notebook ``iprkit batch`` executes headless: bars go to the terminal."""
+    return os.environ.get("IPRKIT_PROGRESS") == "terminal"
+
+
+def trainer_callbacks(desc: str, progress: bool = True) -> list:
+    """There (:func:`terminal`): a text bar of a Trainer's optimizer steps on the terminal, in place of the Trainer's
+    own notebook bar (turned off with ``disable_tqdm``). Elsewhere none."""
+    if not (progress and terminal()):
+        return []
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=desc)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return [StepBar()]

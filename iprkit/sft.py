@@ -14,6 +14,7 @@ from iprkit.errors import IprkitError
 from iprkit.io import write_json
 from iprkit.layout import SFTPaths
 from iprkit.models import corpus, count_parameters, create_tiny, is_preset, load_model
+from iprkit.progress import terminal, trainer_callbacks
 from iprkit.settings import SFTSettings
 from iprkit.trajectory import Trajectory, to_dataset
 
@@ -50,9 +51,10 @@ def train_sft(trajs: list[Trajectory], cfg: SFTSettings, out_dir: str | Path, se
         assistant_only_loss=cfg.assistant_only_loss, bf16=cfg.bf16,
         activation_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(), seed=seed, logging_steps=cfg.logging_steps,
-        save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        save_strategy="no", report_to="none", disable_tqdm=not progress or terminal(), dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                         callbacks=trainer_callbacks("SFT steps", progress))
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result = trainer.train()
     if not main:
@@ -143,6 +145,6 @@ def _copy_warmup(model, tok, trajs, cfg: SFTSettings, trainer_dir: Path, seed: i
         lr_scheduler_type="constant_with_warmup", warmup_steps=max(1, cfg.copy_warmup_steps // 10),
         per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, bf16=cfg.bf16,
         activation_checkpointing=cfg.gradient_checkpointing, use_cpu=not torch.cuda.is_available(), seed=seed,
-        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=not progress or terminal(), dataloader_num_workers=0)
     SFTTrainer(model=model, args=args, processing_class=tok,
                train_dataset=copy_dataset(trajs, cfg.copy_warmup_steps * cfg.batch_size, seed)).train()

@@ -26,6 +26,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from iprkit.errors import IprkitError
+from iprkit.progress import terminal, trainer_callbacks
 from iprkit.settings import DPOSettings, ModelSettings
 
 
@@ -155,11 +156,12 @@ def train_dpo(pairs: list[dict], policy_path: str | Path, ref_path: str | Path, 
         num_train_epochs=cfg.epochs, per_device_train_batch_size=per_process(cfg.batch_size, world_size()),
         gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, precompute_ref_log_probs=True, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
-        seed=seed, save_strategy="no", report_to="none", disable_tqdm=not progress, logging_steps=5,
+        seed=seed, save_strategy="no", report_to="none", disable_tqdm=not progress or terminal(), logging_steps=5,
         dataset_num_proc=None, activation_checkpointing=cfg.gradient_checkpointing)
     collator = MaskedPreferenceCollator(pad_token_id=tok.pad_token_id, max_length=cfg.max_length)
     trainer = IPRTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok,
-                         data_collator=collator, nll=cfg.nll, mask_observations=cfg.mask_observations)
+                         data_collator=collator, nll=cfg.nll, mask_observations=cfg.mask_observations,
+                         callbacks=trainer_callbacks("DPO steps", progress))
     result = trainer.train()
     if is_main_process():  # processes training together: the first one writes
         shutil.rmtree(args.output_dir, ignore_errors=True)

@@ -190,3 +190,16 @@ def test_transformers_serve_gets_a_lora_policy_merged(lora_sft, tmp_path):
     vllm = LaunchedServer("vllm", adapter, log_dir=tmp_path)  # vLLM loads the adapter by name over its base
     cmd = vllm.command()
     assert cmd[cmd.index("--model") + 1] == str(adapter_base(adapter)) and f"policy={adapter.resolve()}" in cmd
+
+
+def test_headless_notebooks_show_training_steps_on_the_terminal(tw_experts, tmp_path, monkeypatch, capfd):
+    """Under `iprkit batch` (IPRKIT_PROGRESS=terminal) the optimizer steps are a text bar on the process's stderr,
+    not a notebook widget, and the Trainer's own bar is off."""
+    from iprkit.settings import ModelSettings, SFTSettings
+    from iprkit.sft import train_sft
+
+    monkeypatch.setenv("IPRKIT_PROGRESS", "terminal")
+    train_sft(tw_experts[:4], SFTSettings(model=ModelSettings(name_or_path="tiny"), max_steps=3, batch_size=2,
+                                          assistant_only_loss=False), tmp_path / "sft", progress=True)
+    err = capfd.readouterr().err
+    assert "SFT steps" in err and "3/3" in err
