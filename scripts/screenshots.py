@@ -9,6 +9,7 @@ scrolls to its main widget and saves ``<notebook>_<theme>.png``. Stops the serve
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 # notebook -> the element the screenshot shows
-TARGETS = {"03_mc_rewards": ".iprkit-heatmap", "04_pairs": "text=Instruction:"}
+TARGETS = {"03_mc_rewards": ".iprkit-toolbar", "04_pairs": "text=Instruction:"}
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 TOKEN = "iprkit-screenshots"
 
@@ -46,7 +47,8 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={repo}", "--ServerApp.open_browser=False"],
+                            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={repo}",
+                            *(["--allow-root"] if os.geteuid() == 0 else [])],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(120):
@@ -70,7 +72,11 @@ def main() -> None:
                     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
                     page.click("text=Run", timeout=30_000)  # the menu bar
                     page.click("text=Run All Cells")
-                    page.wait_for_selector(target, timeout=a.timeout * 1000)
+                    try:
+                        page.wait_for_selector(target, timeout=a.timeout * 1000)
+                    except Exception:
+                        page.screenshot(path=str(out / f"failed_{nb}_{theme}.png"))
+                        raise
                     page.wait_for_timeout(3000)
                     page.locator(target).first.scroll_into_view_if_needed()
                     page.wait_for_timeout(1000)
