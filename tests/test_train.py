@@ -200,6 +200,6 @@ def test_headless_notebooks_show_training_steps_on_the_terminal(tw_experts, tmp_
 
     monkeypatch.setenv("IPRKIT_PROGRESS", "terminal")
     train_sft(tw_experts[:4], SFTSettings(model=ModelSettings(name_or_path="tiny"), max_steps=3, batch_size=2,
-                                          assistant_only_loss=False), tmp_path / "sft", progress=True)
+                                          assistant_only_loss=False), tmp_path / "trained", progress=True)
     err = capfd.readouterr().err
     assert "SFT steps" in err and "3/3" in err
