@@ -11,7 +11,7 @@ import sys
 
 
 def tqdm(*args, **kwargs):
-    if os.environ.get("IPRKIT_PROGRESS") == "terminal":
+    if terminal():
         from tqdm.std import tqdm as text
 
         return text(*args, **{"file": sys.__stderr__, "dynamic_ncols": True, "mininterval": 2.0, **kwargs})

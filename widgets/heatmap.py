@@ -18,6 +18,7 @@ import traitlets
 
 from iprkit.figures import MODES, colour
 from iprkit.views import IterationView
+from iprkit.widgets.panels import with_static_html
 
 STATIC = Path(__file__).parent / "static"
 
@@ -79,10 +80,9 @@ class StepRewardHeatmap(anywidget.AnyWidget):
         self.selected = [row, col]
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data["text/html"] = static_html(self)  # shown where the live widget cannot be
-        data["text/plain"] = f"StepRewardHeatmap: {len(self.tasks)} tasks x {self.steps} steps, colour {self.mode}"
+        bundle = with_static_html(super()._repr_mimebundle_(**kwargs), static_html(self))
+        (bundle[0] if isinstance(bundle, tuple) else bundle)["text/plain"] = (
+            f"StepRewardHeatmap: {len(self.tasks)} tasks x {self.steps} steps, colour {self.mode}")
         return bundle
 
 

@@ -21,10 +21,15 @@ class Panel(W.VBox):
         self._static = static  # () -> HTML of the panel's current state
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data["text/html"] = (self._static() + "<p><i>A static copy: run the notebook to use the controls.</i></p>")
-        return bundle
+        return with_static_html(super()._repr_mimebundle_(**kwargs),
+                                self._static() + "<p><i>A static copy: run the notebook to use the controls.</i></p>")
+
+
+def with_static_html(bundle, static: str):
+    """A widget's output bundle (anywidget: (data, metadata); ipywidgets: data) with a static HTML copy added, shown
+    where the live widget cannot be."""
+    (bundle[0] if isinstance(bundle, tuple) else bundle)["text/html"] = static
+    return bundle
 
 
 def trajectory_timeline(view: IterationView) -> Panel:
