@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from iprkit.errors import IprkitError
+from iprkit.errors import IprkitError, disk_full, disk_full_error
 
 
 def whole(minimum: int):
@@ -375,6 +375,11 @@ def main(argv=None) -> int:
         return args.func(args)
     except IprkitError as e:
         print(f"iprkit: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        print(f"iprkit: error: {disk_full_error(args.command, e)}", file=sys.stderr)
         return 2
 
 

@@ -99,6 +99,17 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
+def remove_stale_temps(root: str | os.PathLike) -> int:
+    """Delete the temporary files that killed writes left under ``root`` (``.<name>.<random>.tmp``, see
+    :func:`atomic_write_bytes`); call it only while holding the folder's :class:`RunLock`. Returns how many."""
+    n = 0
+    for p in Path(root).rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 class RunLock:
     """One process per run directory: a file holding the owner's PID. A second run into the folder is refused
     with the holder's PID; a lock left by a killed run (its PID is gone) is taken over."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from iprkit.config import save_run_config
 from iprkit.envs import env_class, env_factory, make_env, options
 from iprkit.errors import IprkitError
-from iprkit.io import RunLock, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from iprkit.io import RunLock, atomic_write_text, remove_stale_temps, read_json, read_jsonl, write_json, write_jsonl
 from iprkit.layout import EXPLORED, RunLayout
 from iprkit.models import free_gpu_memory
 from iprkit.release import import_sft, is_release_file, read_items, release_preamble
@@ -103,6 +103,7 @@ class Runner:
         self.lock = None if worker else RunLock(self.layout.lock).acquire()
         try:
             if not worker:  # a worker: the main process did these, and its launcher set its share of the threads
+                remove_stale_temps(self.layout.root)  # what a killed run's writes left (we hold the lock)
                 if cfg.mc.scorer not in ("sft", "current"):
                     from iprkit.models import load_model
 

@@ -12,7 +12,7 @@
 
 import re
 
-_ACTION = re.compile(r"^\s*Action:\s*(.*)$", re.MULTILINE)
+_ACTION = re.compile(r"^[ \t]*Action:[ \t]*(.*)$", re.MULTILINE)  # never across a line break
 _THOUGHT = re.compile(r"^\s*Thought:\s*(.*?)(?=^\s*Action:|\Z)", re.MULTILINE | re.DOTALL)
 DROPPED = "[{n} earlier turns omitted to fit the context window]"
 

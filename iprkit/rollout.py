@@ -114,7 +114,9 @@ class RolloutEngine:
         return ep
 
     def _act(self, ep: dict, text: str) -> None:
-        """Parse the model's turn and step the env with it."""
+        """Parse the model's turn and step the env with it (text that is not valid UTF-8, such as a lone surrogate
+        from a server's JSON, is mended first: every artifact is UTF-8)."""
+        text = text.encode("utf-8", "replace").decode("utf-8")
         thought, action = parse_agent_turn(text)
         valid = action is not None
         step = Step(action=action if valid else text.strip()[:200], observation="",

@@ -157,6 +157,7 @@ class LaunchedServer:
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
                                          start_new_session=True)  # its own process group: stopped whole, by PID
+        (self.work / "server.pid").write_text(str(self.proc.pid))  # for whoever must stop it (or watch it) by PID
         try:
             self._wait_healthy()
         except BaseException:  # a failed start, or Ctrl-C while waiting: the server goes too

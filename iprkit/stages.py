@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from iprkit.errors import IprkitError
+from iprkit.errors import IprkitError, disk_full, disk_full_error
 from iprkit.io import read_json, write_json
 
 
@@ -116,11 +116,18 @@ class StageRunner:
         """Run one stage unless it is done; True when it ran."""
         if stage.done():
             return False
-        with self.timed(stage.name, stage.timed):
-            if self.sharder is not None and isinstance(stage.run, Work):
-                self.sharder(stage)
-            else:
-                stage.run()
+        try:
+            with self.timed(stage.name, stage.timed):
+                if self.sharder is not None and isinstance(stage.run, Work):
+                    self.sharder(stage)
+                else:
+                    stage.run()
+        except IprkitError as e:
+            raise IprkitError(f"stage {stage.name}: {e}") from None
+        except Exception as e:
+            if disk_full(e):
+                raise disk_full_error(f"stage {stage.name}", e) from None
+            raise
         if not stage.done():
             missing = [str(p) for p in stage.outputs if not p.exists()]
             raise IprkitError(f"stage {stage.name} finished without writing {missing}.")

@@ -76,7 +76,8 @@ def _intercode_env_class():
                 self.cnx = mysql.connector.connect(**self.cfg, connection_timeout=10, autocommit=False)
             except mysql.connector.Error as e:
                 raise IprkitError(f"sql: cannot reach the server at {self.cfg['host']}:{self.cfg['port']} as "
-                                  f"{self.cfg['user']!r} ({e.msg}). Start it, or fix --sql-url / IPRKIT_SQL_URL.") from None
+                                  f"{self.cfg['user']!r} ({e.msg}). Start it (or fix --sql-url / IPRKIT_SQL_URL) and "
+                                  "rerun: finished stages are kept.") from None
             self.cur = self.cnx.cursor(buffered=True)
             self.cur.execute("SHOW GRANTS")
             privs = set()
@@ -110,8 +111,10 @@ def _intercode_env_class():
             except Exception as err:  # the query's own error is the agent's observation
                 self.observation = f"Error executing query: {getattr(err, 'msg', err)}"
                 self.info[ACTION_EXEC] = False
-                if not self.cnx.is_connected():
-                    self._connect()
+                if not self.cnx.is_connected():  # the agent's own query may end its session (KILL CONNECTION_ID())
+                    self._connect()  # a server that is gone raises here, naming it
+                    if getattr(self, "record", None) is not None:
+                        self.cur.execute(self.preprocess(self.record))  # the episode's database again
 
         def close(self):
             self.cur.close()
@@ -193,9 +196,15 @@ class SqlEnv(Env):
 
     def _step(self, action: str):
         action = action.strip().rstrip(";").strip() if action.strip().lower() != "submit" else "submit"
+        import mysql.connector
+
         with warnings.catch_warnings():  # scipy's kendalltau warns on constant inputs
             warnings.simplefilter("ignore")
-            obs, reward, done, info = self._ic.step(action)
+            try:
+                obs, reward, done, info = self._ic.step(action)
+            except mysql.connector.Error as e:  # scoring a submission runs queries outside the agent's turn
+                raise IprkitError(f"sql: the server at {self.url.rsplit('@', 1)[-1]} failed while scoring task "
+                                  f"{self._task} ({e}); is it running? A rerun resumes the stage.") from None
         if done:
             r = float(reward)
             return f"Submitted. Reward: {r}", r, True, r >= 1.0, {}

@@ -128,8 +128,10 @@ _END = re.compile(r"\s*\*\*\* The End \*\*\*.*", re.DOTALL)
 def zmachine_command(action: str) -> str:
     """What the Z-machine can take: one line of printable ASCII, at most 190 bytes. Jericho hands the UTF-8
     bytes to Frotz as they are (its buffer holds 198); sampled turns with non-ASCII bytes or line breaks
-    corrupted its memory here and crashed the process (a segfault) some steps later, in another game."""
-    text = " ".join(action.split()).encode("ascii", "ignore").decode()
+    corrupted its memory here and crashed the process (a segfault) some steps later, in another game. A line that
+    starts with a backslash is a command to dumb-frotz itself (``\\help``, ``\\s``...), not to the game; some of them
+    corrupted its heap too (found by the fuzz test): backslashes are dropped."""
+    text = " ".join(action.replace("\\", " ").split()).encode("ascii", "ignore").decode()
     return "".join(c for c in text if c.isprintable())[:190]
 
 

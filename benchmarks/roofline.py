@@ -1,0 +1,216 @@
+"""Where CPU time goes, against the machine's own bound: SFT steps and rollouts as achieved FLOP/s.
+
+    python benchmarks/roofline.py [--run runs/demo/default] [--sft-steps 60] [--episodes 64] [--threads 2]
+
+1. The bound: fp32 ``torch.mm`` of squares 512, 1024 and 2048 on ``--threads`` threads; the best GFLOP/s.
+2. SFT: the ``tiny`` recipe (batch 4, from scratch) for ``--sft-steps`` steps on the run's expert trajectories.
+   Wall time split into model forward, backward (the rest of ``training_step``), and everything else (the
+   optimizer, data collation, TRL's per-step extras, logging); tokens computed vs real (the rest is padding).
+3. Rollouts: ``--episodes`` greedy test episodes of the run's SFT agent through the rollout engine (the demo's
+   generation settings). Wall split into model forward, the rest of ``generate`` (sampling, cache bookkeeping,
+   tokenization), env steps and resets, and the engine's own work.
+
+FLOPs count the matrix multiplies of the weights (2 per parameter per token forward, 6 for training, the LM head
+included, embedding lookups not) and attention's (4 x layers x width x context per token forward). Prints a table
+and writes ``benchmarks/results/roofline.json``. Run it on an idle machine; compare stages within one run.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from iprkit.layout import RunLayout, finished_demo_run  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bound(threads: int) -> dict:
+    torch.set_num_threads(threads)
+    best = {}
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 1.5:
+            torch.mm(a, b)
+            reps += 1
+        best[n] = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    return {"gflops": round(max(best.values()), 1), "by_size": {k: round(v, 1) for k, v in best.items()}}
+
+
+def shape(model) -> dict:
+    cfg = model.config
+    emb = model.get_input_embeddings().weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    head = cfg.vocab_size * cfg.hidden_size  # the LM head's multiply (tied or not)
+    tied = getattr(cfg, "tie_word_embeddings", False)
+    return {"params": total, "matmul_params": total - emb + (head if tied else 0), "layers": cfg.num_hidden_layers,
+            "width": cfg.hidden_size}
+
+
+class Timer:
+    """Seconds spent inside a module's forward (outermost calls only)."""
+
+    def __init__(self, module):
+        self.seconds, self.calls, self._t0, self._depth = 0.0, 0, 0.0, 0
+        module.register_forward_pre_hook(self._pre)
+        module.register_forward_hook(self._post)
+
+    def _pre(self, *_):
+        if self._depth == 0:
+            self._t0 = time.perf_counter()
+        self._depth += 1
+
+    def _post(self, *_):
+        self._depth -= 1
+        if self._depth == 0:
+            self.seconds += time.perf_counter() - self._t0
+            self.calls += 1
+
+
+def sft_profile(run: RunLayout, steps: int, bound_gflops: float) -> dict:
+    import transformers
+
+    from iprkit.config import from_dict
+    from iprkit.presets import SFT_PRESETS
+    from iprkit.settings import SFTSettings
+    from iprkit.sft import train_sft
+    from iprkit.trajectory import load_trajectories
+
+    trajs = load_trajectories(run.experts("train"))[:800]
+    seen = {"step_s": 0.0, "tokens": 0, "real": 0, "ctx2": 0, "model": None, "timer": None}
+    real_step = transformers.Trainer.training_step
+
+    def training_step(self, model, inputs, *a, **kw):
+        if seen["timer"] is None:
+            seen["model"], seen["timer"] = model, Timer(model)
+        ids = inputs["input_ids"]
+        seen["tokens"] += ids.numel()
+        seen["real"] += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else ids.numel()
+        seen["ctx2"] += ids.shape[0] * ids.shape[1] ** 2  # attention: each token attends to ~half the row
+        t0 = time.perf_counter()
+        out = real_step(self, model, inputs, *a, **kw)
+        seen["step_s"] += time.perf_counter() - t0
+        return out
+
+    transformers.Trainer.training_step = training_step
+    cfg = from_dict(SFTSettings, {**SFT_PRESETS["tiny"], "max_steps": steps, "logging_steps": steps})
+    out = Path("/tmp/iprkit-roofline-sft")
+    t0 = time.perf_counter()
+    try:
+        train_sft(trajs, cfg, out, seed=0, progress=False)
+    finally:
+        transformers.Trainer.training_step = real_step
+    wall = time.perf_counter() - t0
+    s = shape(seen["model"])
+    flops = 6 * s["matmul_params"] * seen["tokens"] + 3 * 4 * s["layers"] * s["width"] * seen["ctx2"] / 2
+    fwd = seen["timer"].seconds
+    train_s = seen["step_s"]
+    return {"steps": steps, "wall_s": round(wall, 2), "train_steps_s": round(train_s, 2),
+            "forward_s": round(fwd, 2), "backward_s": round(train_s - fwd, 2),
+            "other_s": round(wall - train_s, 2), "tokens_computed": seen["tokens"], "tokens_real": seen["real"],
+            "padding_share": round(1 - seen["real"] / seen["tokens"], 3), "shape": s,
+            "gflops_in_steps": round(flops / train_s / 1e9, 1), "gflops_wall": round(flops / wall / 1e9, 1),
+            "share_of_bound_wall": round(flops / wall / 1e9 / bound_gflops, 3)}
+
+
+def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
+    from iprkit.backends import HFBackend
+    from iprkit.config import from_dict
+    from iprkit.envs import make_env
+    from iprkit.models import load_model
+    from iprkit.presets import RUN_PRESETS
+    from iprkit.rollout import EpisodeSpec, RolloutEngine
+    from iprkit.settings import GenerationSettings
+
+    model, tok = load_model(run.model(0, "sft", 0))
+    timer = Timer(model)
+    gen = from_dict(GenerationSettings, RUN_PRESETS["demo"]["generation"])
+    backend = HFBackend(model, tok, gen)
+    env_s = {"step": 0.0, "reset": 0.0}
+
+    def factory():
+        env = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"])
+        for name in ("step", "reset"):
+            inner = getattr(env, name)
+
+            def timed(*a, _inner=inner, _name=name, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return _inner(*a, **kw)
+                finally:
+                    env_s[_name] += time.perf_counter() - t0
+
+            setattr(env, name, timed)
+        return env
+
+    engine = RolloutEngine(backend, factory, max_live=gen.batch_size)
+    ids = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"]).task_ids("test")[:episodes]
+    gen_s = [0.0]
+    real_generate = backend.generate
+
+    def generate(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real_generate(*a, **kw)
+        finally:
+            gen_s[0] += time.perf_counter() - t0
+
+    backend.generate = generate
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        trajs = engine.run([EpisodeSpec(t) for t in ids], progress=False)
+    wall = time.perf_counter() - t0
+    engine.close()
+    st, s = backend.stats, shape(model)
+    tokens = st["prefill_tokens"] + st["new_tokens"]
+    ctx = gen.max_context  # attention over at most the context budget: an upper bound, so FLOP/s is too
+    flops = 2 * s["matmul_params"] * tokens + 4 * s["layers"] * s["width"] * ctx / 2 * tokens
+    return {"episodes": episodes, "wall_s": round(wall, 2), "forward_s": round(timer.seconds, 2),
+            "generate_other_s": round(gen_s[0] - timer.seconds, 2), "env_step_s": round(env_s["step"], 2),
+            "env_reset_s": round(env_s["reset"], 2),
+            "engine_other_s": round(wall - gen_s[0] - env_s["step"] - env_s["reset"], 2),
+            "forward_calls": timer.calls, "prefill_tokens": st["prefill_tokens"], "new_tokens": st["new_tokens"],
+            "reused_tokens": st["reused_tokens"], "generated_tokens_per_s": round(st["new_tokens"] / wall, 1),
+            "success": sum(t.success for t in trajs), "shape": s,
+            "gflops_in_forward": round(flops / timer.seconds / 1e9, 1), "gflops_wall": round(flops / wall / 1e9, 1),
+            "share_of_bound_wall": round(flops / wall / 1e9 / bound_gflops, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="a finished demo run (default: make demo's)")
+    ap.add_argument("--sft-steps", type=int, default=60)
+    ap.add_argument("--episodes", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="roofline")
+    args = ap.parse_args()
+    run = RunLayout(args.run) if args.run else finished_demo_run()
+    if run is None or not run.model(0, "sft", 0).exists():
+        sys.exit("roofline: no finished demo run; run `make demo` or pass --run DIR (a run with seed0's SFT model).")
+    torch.set_num_threads(args.threads)
+    b = bound(args.threads)
+    roll = rollout_profile(run, args.episodes, b["gflops"])
+    sft = sft_profile(run, args.sft_steps, b["gflops"])
+    result = {"threads": args.threads, "bound": b, "sft": sft, "rollouts": roll}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"bound: {b['gflops']} GFLOP/s (fp32 torch.mm, {args.threads} threads; by size {b['by_size']})\n")
+    print("| stage | wall s | model forward s | backward s | rest of generate s | env s | other s | GFLOP/s (wall) | share of bound |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| SFT, {sft['steps']} steps (padding {sft['padding_share']:.0%}) | {sft['wall_s']} | {sft['forward_s']} | "
+          f"{sft['backward_s']} | - | - | {sft['other_s']} | {sft['gflops_wall']} | {sft['share_of_bound_wall']:.1%} |")
+    print(f"| rollouts, {roll['episodes']} greedy episodes ({roll['generated_tokens_per_s']} gen tok/s) | "
+          f"{roll['wall_s']} | {roll['forward_s']} | - | {roll['generate_other_s']} | "
+          f"{roll['env_step_s'] + roll['env_reset_s']:.2f} | {roll['engine_other_s']} | {roll['gflops_wall']} | "
+          f"{roll['share_of_bound_wall']:.1%} |")
+    print(f"\nwrote {RESULTS / (args.name + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
