@@ -2,7 +2,9 @@
 
     python benchmarks/roofline.py [--run runs/demo/default] [--sft-steps 60] [--episodes 64] [--threads 2]
 
-1. The bound: fp32 ``torch.mm`` of squares 512, 1024 and 2048 on ``--threads`` threads; the best GFLOP/s.
+1. The bounds: fp32 ``torch.mm`` of squares 512, 1024 and 2048 on ``--threads`` threads (the best GFLOP/s), and
+   the memory read rate (a 256 MB sum): a decode step reads every row's whole KV cache, so at batch 128 and a few
+   hundred tokens of context it is bound by memory, not by multiplies.
 2. SFT: the ``tiny`` recipe (batch 4, from scratch) for ``--sft-steps`` steps on the run's expert trajectories.
    Wall time split into model forward, backward (the rest of ``training_step``), and everything else (the
    optimizer, data collation, TRL's per-step extras, logging); tokens computed vs real (the rest is padding).
@@ -40,7 +42,15 @@ def bound(threads: int) -> dict:
             torch.mm(a, b)
             reps += 1
         best[n] = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
-    return {"gflops": round(max(best.values()), 1), "by_size": {k: round(v, 1) for k, v in best.items()}}
+    x = torch.ones(64 << 20)  # 256 MB: far past the caches, as a decode step's reads of the KV cache are
+    x.sum()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 1.5:
+        x.sum()
+        reps += 1
+    read = x.numel() * 4 * reps / (time.perf_counter() - t0) / 1e9
+    return {"gflops": round(max(best.values()), 1), "by_size": {k: round(v, 1) for k, v in best.items()},
+            "read_gb_per_s": round(read, 1)}
 
 
 def shape(model) -> dict:
@@ -200,7 +210,8 @@ def main() -> None:
     result = {"threads": args.threads, "bound": b, "sft": sft, "rollouts": roll}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"bound: {b['gflops']} GFLOP/s (fp32 torch.mm, {args.threads} threads; by size {b['by_size']})\n")
+    print(f"bound: {b['gflops']} GFLOP/s (fp32 torch.mm, {args.threads} threads; by size {b['by_size']}); "
+          f"memory read {b['read_gb_per_s']} GB/s\n")
     print("| stage | wall s | model forward s | backward s | rest of generate s | env s | other s | GFLOP/s (wall) | share of bound |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| SFT, {sft['steps']} steps (padding {sft['padding_share']:.0%}) | {sft['wall_s']} | {sft['forward_s']} | "
