@@ -1,6 +1,7 @@
 """Screenshots of notebooks opened in JupyterLab (light and dark theme) on a finished run, for the README.
 
     python scripts/screenshots.py --repo . --out docs/img
+    python scripts/screenshots.py --report runs/demo/report.html --out docs/img   # the research report only
 
 Starts JupyterLab on loopback (a token, a free port) in ``--repo``, a checkout with a finished ``make demo`` run
 (``runs/demo/default``: the notebooks opened by hand read it), opens each notebook in Chromium, runs all its cells,
@@ -20,6 +21,9 @@ from pathlib import Path
 # notebook -> the element the screenshot shows
 TARGETS = {"03_mc_rewards": ".iprkit-toolbar", "04_pairs": "text=Instruction:"}
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
+REPORT = {"report_results": "h3:has-text('Results')", "report_step_rewards": "h3:has-text('Step rewards')",
+          "report_pairs": "h3:has-text('Pairs')"}
+"""report.html: screenshot name -> the heading it starts at."""
 TOKEN = "iprkit-screenshots"
 
 
@@ -41,9 +45,12 @@ def main() -> None:
     ap.add_argument("--repo", default=".", help="a checkout with a finished make demo run")
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--timeout", type=int, default=600, help="seconds to wait for a notebook's cells")
+    ap.add_argument("--report", help="a run's report.html: screenshot its sections (offline) instead of notebooks")
     a = ap.parse_args()
     repo, out = Path(a.repo).resolve(), Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if a.report:
+        return report_shots(Path(a.report).resolve(), out)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
@@ -90,6 +97,25 @@ def main() -> None:
             lab.wait(timeout=20)
         except subprocess.TimeoutExpired:
             lab.kill()
+
+
+def report_shots(report: Path, out: Path) -> None:
+    """The report opened from disk with networking off (it is one offline file); one picture per section."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.context.set_offline(True)
+        page.goto(report.as_uri())
+        page.wait_for_timeout(3000)  # plotly draws
+        for name, heading in REPORT.items():
+            page.locator(heading).first.evaluate("e => e.scrollIntoView()")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / f"{name}.png"))
+            print(out / f"{name}.png", flush=True)
+        browser.close()
 
 
 if __name__ == "__main__":
