@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # notebook -> the element the screenshot shows
 TARGETS = {"03_mc_rewards": ".iprkit-toolbar", "04_pairs": "text=Instruction:"}
@@ -40,6 +42,51 @@ def api(base: str, path: str, method: str = "GET", body: dict | None = None):
         return r.read()
 
 
+@contextmanager
+def jupyterlab(root: Path) -> Iterator[str]:
+    """JupyterLab serving ``root`` on loopback (a token, a free port); yields its base URL; stopped by its PID."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+                            *(["--allow-root"] if os.geteuid() == 0 else [])],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                api(base, "/api/status")
+                break
+            except OSError:
+                time.sleep(1)
+        yield base
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+
+
+def chromium(p):
+    return p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+
+
+def run_notebook(browser, base: str, path: str, theme: str, wait_for: str, timeout_s: int = 600):
+    """Open the notebook ``path`` (relative to the server's root) in ``theme``, run all its cells, and wait for
+    ``wait_for`` to appear; returns the page (a screenshot of the failure is left beside the others on timeout)."""
+    api(base, "/lab/api/settings/@jupyterlab/apputils-extension:themes", "PUT",
+        {"raw": json.dumps({"theme": THEMES[theme]})})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/lab/tree/{path}?token={TOKEN}&reset")
+    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.click("text=Run", timeout=30_000)  # the menu bar
+    page.click("text=Run All Cells")
+    page.wait_for_selector(wait_for, timeout=timeout_s * 1000)
+    return page
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", default=".", help="a checkout with a finished make demo run")
@@ -51,52 +98,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if a.report:
         return report_shots(Path(a.report).resolve(), out)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={repo}",
-                            *(["--allow-root"] if os.geteuid() == 0 else [])],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
-            try:
-                api(base, "/api/status")
-                break
-            except OSError:
-                time.sleep(1)
-        from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright
 
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-            for theme, name in THEMES.items():
-                api(base, "/lab/api/settings/@jupyterlab/apputils-extension:themes", "PUT",
-                    {"raw": json.dumps({"theme": name})})
-                for nb, target in TARGETS.items():
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(f"{base}/lab/tree/notebooks/{nb}.ipynb?token={TOKEN}&reset")
-                    page.wait_for_selector(".jp-Notebook", timeout=120_000)
-                    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-                    page.click("text=Run", timeout=30_000)  # the menu bar
-                    page.click("text=Run All Cells")
-                    try:
-                        page.wait_for_selector(target, timeout=a.timeout * 1000)
-                    except Exception:
-                        page.screenshot(path=str(out / f"failed_{nb}_{theme}.png"))
-                        raise
-                    page.wait_for_timeout(3000)
-                    page.locator(target).first.scroll_into_view_if_needed()
-                    page.wait_for_timeout(1000)
-                    page.screenshot(path=str(out / f"{nb}_{theme}.png"))
-                    print(out / f"{nb}_{theme}.png", flush=True)
-                    page.close()
-            browser.close()
-    finally:
-        lab.terminate()
-        try:
-            lab.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            lab.kill()
+    with jupyterlab(repo) as base, sync_playwright() as p:
+        browser = chromium(p)
+        for theme in THEMES:
+            for nb, target in TARGETS.items():
+                page = run_notebook(browser, base, f"notebooks/{nb}.ipynb", theme, target, a.timeout)
+                page.wait_for_timeout(3000)
+                page.locator(target).first.scroll_into_view_if_needed()
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(out / f"{nb}_{theme}.png"))
+                print(out / f"{nb}_{theme}.png", flush=True)
+                page.close()
+        browser.close()
 
 
 def report_shots(report: Path, out: Path) -> None:
@@ -104,8 +119,7 @@ def report_shots(report: Path, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.context.set_offline(True)
         page.goto(report.as_uri())
