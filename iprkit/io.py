@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator
 
 from iprkit.errors import IprkitError
 
+TEMP_SUFFIX = ".tmp"
+"""An atomic write's temporary file is ``.<name>.<random>.tmp`` beside its target."""
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: the process's umask, for files written atomically
 
@@ -29,7 +31,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; an artifact gets the user's usual mode
         with os.fdopen(fd, "wb") as f:
@@ -103,7 +105,7 @@ def remove_stale_temps(root: str | os.PathLike) -> int:
     """Delete the temporary files that killed writes left under ``root`` (``.<name>.<random>.tmp``, see
     :func:`atomic_write_bytes`); call it only while holding the folder's :class:`RunLock`. Returns how many."""
     n = 0
-    for p in Path(root).rglob(".*.tmp"):
+    for p in Path(root).rglob(f".*{TEMP_SUFFIX}"):
         if p.is_file():
             p.unlink(missing_ok=True)
             n += 1

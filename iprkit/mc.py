@@ -32,6 +32,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from iprkit.rollout import EpisodeSpec, RolloutEngine
@@ -78,14 +79,21 @@ def estimator_of(row: dict) -> str:
 def fingerprint_model(path: str | Path) -> str:
     """A short id of a model folder's contents (its weights and JSON files, hashed): the same weights share one
     Monte Carlo cache wherever they lie, and retrained weights get a cache of their own. (Hashing reads the
-    weights once a scoring stage: milliseconds for the tiny model, seconds for 7B.)"""
+    weights once per process and folder state: milliseconds for the tiny model, seconds for 7B.)"""
+    files = [f for f in sorted(Path(path).glob("*")) if f.is_file() and f.suffix in (".safetensors", ".bin", ".json")]
+    return _content_hash(tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=64)
+def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
+    """The hash of these files' names, sizes and bytes; memoised on (path, size, mtime), so a later stage that
+    scores with an unchanged folder does not read its weights again."""
     h = hashlib.sha1()
-    for f in sorted(Path(path).glob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
-            h.update(f"{f.name}:{f.stat().st_size}|".encode())
-            with f.open("rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    h.update(chunk)
+    for path, size, _ in files:
+        h.update(f"{Path(path).name}:{size}|".encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
     return h.hexdigest()[:12]
 
 

@@ -216,6 +216,17 @@ def _kill_when(predicate, pid_of, timeout: float = 600) -> threading.Thread:
     return t
 
 
+def _failed_mid_stage(p: subprocess.Popen, watcher, out: Path, message: str, never: str) -> None:
+    """The run ``p`` whose server ``watcher`` killed ended with one error line naming a stage that did not finish
+    and then ``message`` (a regex)."""
+    rc, _, err = finish(p)
+    assert watcher.killed is not None, never
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    m = re.search(rf"iprkit: error: stage (seed0/\S+): {message}", err)
+    assert m, err[-2000:]
+    assert m[1] not in json.loads(RunLayout(out).timings.read_text())  # the stage it names did not finish
+
+
 def test_mariadb_killed_mid_stage_fails_the_stage_then_a_rerun_resumes(intercode_dir, tmp_path):
     from iprkit.envs.mariadb import LocalMariaDB
 
@@ -237,12 +248,7 @@ def test_mariadb_killed_mid_stage_fails_the_stage_then_a_rerun_resumes(intercode
         base = selects()
         p = launch(out, *args)
         watcher = _kill_when(lambda: selects() > base + 15, lambda: db.proc.pid)  # SFT's evaluation is querying
-        rc, _, err = finish(p)
-        assert watcher.killed is not None, "the run never queried the server"
-        assert rc == 2 and "Traceback" not in err, err[-3000:]
-        m = re.search(rf"iprkit: error: stage (seed0/\S+): sql: .*server at 127.0.0.1:{db.port}.*rerun", err)
-        assert m, err[-2000:]
-        assert m[1] not in json.loads(RunLayout(out).timings.read_text())  # the stage it names did not finish
+        _failed_mid_stage(p, watcher, out, rf"sql: .*server at 127.0.0.1:{db.port}.*rerun", "the run never queried the server")
         db.start()  # the same data folder and port: the server recovers
         rc, stdout, err = finish(launch(out, *args, "--stop-after", "seed0/ipr/iter1/explore"))
         assert rc == 0, err[-3000:]
@@ -265,12 +271,7 @@ def test_llm_server_killed_mid_stage_fails_the_stage_then_a_rerun_resumes(tmp_pa
 
     p = launch(out, *args)
     watcher = _kill_when(lambda: bool(served()), lambda: int(served()[0].read_text()))
-    rc, _, err = finish(p)
-    assert watcher.killed is not None, "no server answered a request"
-    assert rc == 2 and "Traceback" not in err, err[-3000:]
-    m = re.search(r"iprkit: error: stage (seed0/\S+): every LLM server replica stopped answering", err)
-    assert m, err[-2000:]
-    assert m[1] not in json.loads(RunLayout(out).timings.read_text())  # the stage it names did not finish
+    _failed_mid_stage(p, watcher, out, r"every LLM server replica stopped answering", "no server answered a request")
     rc, _, err = finish(launch(out, *args, "--stop-after", "seed0/sft/eval"))
     assert rc == 0, err[-3000:]
     assert RunLayout(out).eval(0, "sft", 0).metrics("test").exists()
