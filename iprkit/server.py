@@ -15,6 +15,7 @@
   samples per request where the server supports it. Greedy turns are deterministic.
 """
 
+import http.client
 import json
 import threading
 import time
@@ -81,7 +82,7 @@ class Replicas:
                 if e.code < 500:
                     raise IprkitError(f"{url}{path} refused the request (HTTP {e.code}): {detail}") from None
                 error = f"HTTP {e.code}: {detail[:200]}"
-            except (OSError, json.JSONDecodeError) as e:  # refused, reset, timed out, a torn answer
+            except (OSError, http.client.HTTPException, json.JSONDecodeError) as e:  # refused, reset, timed out, torn
                 error = f"{type(e).__name__}: {e}"
             finally:
                 with self.lock:

@@ -12,6 +12,7 @@ adapter loaded by name (``--enable-lora --lora-modules``); ``transformers serve`
 the adapter merged into its base (:func:`iprkit.models.merged_folder`, written once beside the adapter).
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ def check_urls(urls: list[str], timeout: float = 3.0) -> None:
                     break
             except urllib.error.HTTPError:
                 break  # it answers (an error page is an answer)
-            except OSError as e:
+            except (OSError, http.client.HTTPException) as e:
                 down[url] = f"{type(e).__name__}: {e}"
         else:
             continue
@@ -175,7 +176,7 @@ class LaunchedServer:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
                         return
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 time.sleep(0.5)
         raise IprkitError(f"{self.kind} server did not answer on {self.url}/health within {self.startup_s} s "
                           f"(server.startup_s); see {self.log}.")

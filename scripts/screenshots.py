@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -44,11 +45,16 @@ def api(base: str, path: str, method: str = "GET", body: dict | None = None):
 
 @contextmanager
 def jupyterlab(root: Path) -> Iterator[str]:
-    """JupyterLab serving ``root`` on loopback (a token, a free port); yields its base URL; stopped by its PID."""
+    """JupyterLab serving ``root`` on loopback (a token, a free port); yields its base URL; stopped by its PID.
+    Its user settings and workspaces live in a temporary folder: the theme set here never touches the user's, and
+    every start is a fresh profile (as on CI)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    profile = tempfile.TemporaryDirectory(prefix="iprkit-lab-")
     lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
                             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+                            f"--LabApp.user_settings_dir={profile.name}/settings",
+                            f"--LabApp.workspaces_dir={profile.name}/workspaces",
                             *(["--allow-root"] if os.geteuid() == 0 else [])],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -65,6 +71,7 @@ def jupyterlab(root: Path) -> Iterator[str]:
             lab.wait(timeout=20)
         except subprocess.TimeoutExpired:
             lab.kill()
+        profile.cleanup()
 
 
 def chromium(p):
@@ -81,9 +88,28 @@ def run_notebook(browser, base: str, path: str, theme: str, wait_for: str, timeo
     page.goto(f"{base}/lab/tree/{path}?token={TOKEN}&reset")
     page.wait_for_selector(".jp-Notebook", timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.click("text=Run", timeout=30_000)  # the menu bar
-    page.click("text=Run All Cells")
-    page.wait_for_selector(wait_for, timeout=timeout_s * 1000)
+    # On a fresh profile JupyterLab may report the kernel idle before the notebook's cells are in place, and a
+    # "Run All Cells" sent then runs nothing: click it until a cell shows that it ran or is queued.
+    started = "[...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[[0-9*]+\\]/.test(e.innerText))"
+    for attempt in range(5):
+        page.click("text=Run", timeout=30_000)  # the menu bar
+        page.click("text=Run All Cells")
+        try:
+            page.wait_for_function(started, timeout=15_000)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+    try:
+        page.wait_for_selector(wait_for, timeout=timeout_s * 1000)
+    except Exception as e:  # playwright's TimeoutError: say what the page shows instead
+        shot = Path(os.environ.get("IPRKIT_SHOTS", "test-artifacts")) / f"failed_{Path(path).stem}_{theme}.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        shown = page.eval_on_selector_all(".jp-Cell", "cs => cs.map(c => c.innerText.slice(0, 800))")
+        dialogs = page.eval_on_selector_all(".jp-Dialog, .Toastify__toast", "ds => ds.map(d => d.innerText)")
+        raise RuntimeError(f"{path} ({theme}): {wait_for!r} did not appear within {timeout_s} s; screenshot {shot}; "
+                           f"dialogs/notices: {dialogs}; cells:\n" + "\n---\n".join(shown)) from e
     return page
 
 

@@ -187,3 +187,37 @@ def test_server_settings_are_checked_when_read():
         ServerSettings(backend="server", urls=["localhost:8000"])
     with pytest.raises(IprkitError, match="server.launch=True: the kit launches server.kind=vllm or transformers"):
         ServerSettings(backend="server", launch=True)
+
+
+def test_a_replica_that_dies_mid_answer_is_retried_then_dropped_with_a_clear_error():
+    """A server killed while it writes its answer leaves a torn body (``http.client.IncompleteRead``, not an
+    OSError): that is one failed try like a refused connection, and after the retries the stage fails with the
+    kit's message (CI once saw the raw traceback instead)."""
+    import socket
+    import threading
+
+    from iprkit.server import Replicas
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    served = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 369\r\n\r\n")
+            conn.close()  # the body never comes
+            served.append(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        replicas = Replicas([url], retries=2, backoff_s=0.01, timeout_s=5)
+        with pytest.raises(IprkitError, match=r"every LLM server replica stopped answering.*IncompleteRead.*rerun"):
+            replicas.post("/v1/completions", {"prompt": "x"})
+        assert len(served) == 3 and replicas.stats["retries"] == 3 and replicas.dropped
+    finally:
+        listener.close()

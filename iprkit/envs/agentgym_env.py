@@ -23,6 +23,7 @@ env=agentgym env_kwargs.url=http://127.0.0.1:PORT env_kwargs.env_name=webshop
 experts_file=<the paper's webshop_sft.json>`` (the release items' ids name the data indices).
 """
 
+import http.client
 import json
 import math
 import re
@@ -90,7 +91,7 @@ class AgentGymEnv(Env):
         except urllib.error.HTTPError as e:
             raise IprkitError(f"agentgym server at {self.url}: {method} {path} answered HTTP {e.code} "
                               f"({e.read()[:300].decode(errors='replace')}).") from None
-        except (TimeoutError, OSError) as e:  # refused, reset, timed out: the server is down or stuck
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, torn: down or stuck
             reason = getattr(e, "reason", e)
             raise IprkitError(f"agentgym server at {self.url}: {method} {path} got no answer ({reason}); is the "
                               f"server running (and within timeout_s={self.timeout_s})? A rerun resumes the stage.") from None
