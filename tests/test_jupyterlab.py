@@ -1,5 +1,5 @@
 """Every widget in JupyterLab itself (light and dark theme), driven by Chromium: the step-reward heatmap (legend,
-a click updates the detail), the trajectory timeline, the pair browser and the iteration comparison (a toggle
+a click updates the detail, a filter round-trips through the kernel), the trajectory timeline, the pair browser and the iteration comparison (a toggle
 redraws the figure). A notebook made here on a finished smoke run; screenshots under ``test-artifacts/``."""
 
 import json
@@ -56,6 +56,14 @@ def test_every_widget_renders_and_answers_clicks_in_jupyterlab(lab, theme):
             page.click("td.iprkit-cell:not(.iprkit-missing) >> nth=0")
             page.wait_for_function("!document.querySelector('.iprkit-detail').innerText.includes('Click a cell')")
             assert ", step " in page.inner_text(".iprkit-detail")
+            # a filter goes to the kernel, which sends back the rows to show (no kernel, no change)
+            shown = page.inner_text(".iprkit-count")
+            page.fill("input.iprkit-query", "no-such-task")
+            page.wait_for_function("document.querySelector('.iprkit-count').textContent.startsWith('0 of')")
+            assert "no task matches" in page.inner_text(".iprkit-scroll")
+            page.fill("input.iprkit-query", "")
+            page.select_option("select.iprkit-sort", "pairs")
+            page.wait_for_function(f"document.querySelector('.iprkit-count').textContent === {shown!r}")
             # the timeline and the iteration comparison are plotly figures; the pair browser shows a pair
             page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
             assert "pairs match" in page.inner_text("body")

@@ -1,6 +1,7 @@
 """Widgets: the heatmap's synced state and detail panel, the panels, static figures,
 and one real-browser click (Playwright driving Debian's chromium)."""
 
+import contextlib
 import functools
 import http.server
 import json
@@ -12,7 +13,7 @@ import pytest
 from conftest import ARTIFACTS
 from iprkit.layout import RunLayout
 from iprkit.figures import heatmap_figure, iteration_figure, pairs_figure, step_curve_figure, timeline_figure
-from iprkit.views import load_iteration, load_pairs, to_json
+from iprkit.views import IterationView, load_iteration, load_pairs, to_json
 from iprkit.widgets import StepRewardHeatmap, iteration_comparison, pair_browser, trajectory_timeline
 
 
@@ -87,12 +88,14 @@ import widget from "/heatmap.js";
 const data = %s;
 data.scales = %s;
 data.gap = data.expert_mc.map((row, r) => row.map((e, s) => (e === null || data.agent_mc[r][s] === null) ? null : e - data.agent_mc[r][s]));
-const state = {...data, mode: "gap", selected: []};
+const state = {...data, mode: "gap", selected: [], sort: "task", sorts: %s, query: "", pairs_only: false,
+               rows: data.tasks.map((_, r) => r)};
 const handlers = {};
 const model = {get: (k) => state[k], set: (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); },
                on: (ev, f) => { (handlers[ev] = handlers[ev] || []).push(f); }, save_changes: () => {}};
 widget.render({model, el: document.getElementById("root")});
 window.widgetState = state;
+window.model = model;
 </script></body></html>"""
 
 
@@ -102,61 +105,143 @@ DARK = """body { background: #111; } :root { --jp-layout-color0: #111; --jp-layo
 --jp-border-color1: #666; --jp-border-color2: #555; }"""
 
 
-@pytest.mark.parametrize("theme", ["light", "dark"])
-def test_heatmap_in_a_real_browser(view, tmp_path, theme):
+@contextlib.contextmanager
+def _harness(view, tmp_path, theme="light"):
+    """The heatmap's ESM and CSS in a bare page served on loopback, with a stand-in for the kernel's model (it keeps
+    what the widget sends; ``window.widgetState``, ``window.model``); yields the Chromium page."""
     from playwright.sync_api import sync_playwright
 
     import iprkit.widgets.heatmap as h
     from iprkit.figures import MODES
+    from iprkit.widgets.heatmap import SORTS
 
     site = tmp_path / "site"
     site.mkdir()
     for f in ("heatmap.js", "heatmap.css"):
         (site / f).write_text(Path(h.STATIC, f).read_text())
     (site / "index.html").write_text(HARNESS % (DARK if theme == "dark" else "", to_json(view),
-                                                json.dumps({k: list(v) for k, v in MODES.items()})))
+                                                json.dumps({k: list(v) for k, v in MODES.items()}), json.dumps(SORTS)))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    r, s = _first_cell(view)
-    cell = view.cells[r][s]
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                               "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
-            page.wait_for_selector("td.iprkit-cell")
-            assert "Click a cell" in page.inner_text(".iprkit-detail")
-            legend = page.inner_text(".iprkit-legend")
-            assert "expert − agent MC step reward" in legend and "not scored" in legend and "E / A" in legend
-            assert "task \\ step" in page.inner_text("table")  # both axes are labelled
-            # the colour of a scored cell is the Python scale's colour (the static twins use the same)
-            from iprkit.figures import colour
-
-            got = page.eval_on_selector(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]', "e => getComputedStyle(e).backgroundColor")
-            assert got == "rgb(%d, %d, %d)" % colour(view.gap()[r][s], "gap")
-            page.click('button.iprkit-mode[data-mode="expert"]')  # the mode is a button in the widget
-            assert page.evaluate("window.widgetState.mode") == "expert"
-            assert "expert's MC step reward" in page.inner_text(".iprkit-legend")
-            assert page.inner_text("button.iprkit-active") == "expert"
-            page.click(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]')
-            text = page.inner_text(".iprkit-detail")
-            assert f"{cell['task_id']}, step {s}" in text
-            assert cell["expert"]["action"] in text and cell["agent"]["action"] in text and "MC step reward" in text
-            assert page.evaluate("window.widgetState.selected") == [r, s]
-            side_bg = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).backgroundColor")
-            side_ink = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).color")
-            light = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3]) > 384
-            assert light(side_bg) != light(side_ink)  # readable text in either theme
-            assert light(side_bg) == (theme == "light")
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / f"heatmap_{theme}.png"), full_page=True)
-            browser.close()
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+                page.wait_for_selector("td.iprkit-cell")
+                yield page
+            finally:
+                browser.close()
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_heatmap_in_a_real_browser(view, tmp_path, theme):
+    r, s = _first_cell(view)
+    cell = view.cells[r][s]
+    with _harness(view, tmp_path, theme) as page:
+        assert "Click a cell" in page.inner_text(".iprkit-detail")
+        legend = page.inner_text(".iprkit-legend")
+        assert "expert − agent MC step reward" in legend and "not scored" in legend and "E / A" in legend
+        assert "task \\ step" in page.inner_text("table")  # both axes are labelled
+        # the colour of a scored cell is the Python scale's colour (the static twins use the same)
+        from iprkit.figures import colour
+
+        got = page.eval_on_selector(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]', "e => getComputedStyle(e).backgroundColor")
+        assert got == "rgb(%d, %d, %d)" % colour(view.gap()[r][s], "gap")
+        page.click('button.iprkit-mode[data-mode="expert"]')  # the mode is a button in the widget
+        assert page.evaluate("window.widgetState.mode") == "expert"
+        assert "expert's MC step reward" in page.inner_text(".iprkit-legend")
+        assert page.inner_text("button.iprkit-active") == "expert"
+        page.click(f'td.iprkit-cell[data-row="{r}"][data-col="{s}"]')
+        text = page.inner_text(".iprkit-detail")
+        assert f"{cell['task_id']}, step {s}" in text
+        assert cell["expert"]["action"] in text and cell["agent"]["action"] in text and "MC step reward" in text
+        assert page.evaluate("window.widgetState.selected") == [r, s]
+        side_bg = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).backgroundColor")
+        side_ink = page.eval_on_selector(".iprkit-side", "e => getComputedStyle(e).color")
+        light = lambda c: sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3]) > 384
+        assert light(side_bg) != light(side_ink)  # readable text in either theme
+        assert light(side_bg) == (theme == "light")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"heatmap_{theme}.png"), full_page=True)
     assert (ARTIFACTS / f"heatmap_{theme}.png").stat().st_size > 5000
+
+
+def _many(view, n: int):
+    """``view``'s rows repeated to ``n`` tasks (ids suffixed), as a run of that many explored tasks would give."""
+    k = len(view.tasks)
+    pick = lambda xs: [xs[i % k] for i in range(n)]
+    cells = [[dict(c, task_id=f"{view.tasks[i % k]}#{i}") if c else None for c in view.cells[i % k]] for i in range(n)]
+    return IterationView([f"{view.tasks[i % k]}#{i}" for i in range(n)], view.steps, pick(view.expert_mc),
+                         pick(view.agent_mc), cells)
+
+
+def test_rows_sort_and_filter_the_same_in_python_as_the_widget_shows(view):
+    from iprkit.widgets.heatmap import SORTS, row_order
+
+    many = _many(view, 60)
+    w = StepRewardHeatmap.from_view(many)
+    assert w.rows == list(range(60)) and w.sort == "task"
+    pairs = lambda r: sum(1 for c in many.cells[r] if c and c.get("pair"))
+    w.sort = "pairs"  # the kernel reorders as soon as the browser sends a sort
+    assert [pairs(r) for r in w.rows] == sorted((pairs(r) for r in range(60)), reverse=True)
+    w.sort = "gap"
+    means = [sum(v for v in g if v is not None) / max(1, sum(v is not None for v in g)) if any(v is not None for v in g)
+             else None for g in many.gap()]
+    scored = [r for r in w.rows if means[r] is not None]
+    assert [means[r] for r in scored] == sorted((means[r] for r in scored), reverse=True)
+    assert all(means[r] is None for r in w.rows[len(scored):])  # unscored rows last
+    w.sort, w.query = "task", "#1"  # a filter on the task id (any case)
+    assert w.rows == [r for r in range(60) if "#1" in many.tasks[r]]
+    w.query, w.pairs_only = "", True
+    assert w.rows == [r for r in range(60) if pairs(r)]
+    instruction = next(c for c in many.cells[0] if c)["instruction"]
+    assert 0 in row_order(many.tasks, many.cells, many.expert_mc, many.agent_mc, query=instruction[:12].upper())
+    with pytest.raises(ValueError, match="sort='size'.*task, gap, pairs, agent"):
+        row_order(many.tasks, many.cells, many.expert_mc, many.agent_mc, sort="size")
+    assert set(SORTS) == {"task", "gap", "pairs", "agent"}
+    w.query = "#1"
+    assert f"{len(w.rows)} of 60 tasks" in w._repr_mimebundle_()[0]["text/plain"] and len(w.rows) < 60
+    from iprkit.widgets.heatmap import STATIC_ROWS, static_html
+
+    big = StepRewardHeatmap.from_view(_many(view, STATIC_ROWS + 50), sort="pairs")
+    static = static_html(big)  # the static twin: the widget's first rows in its order, and says so
+    assert static.count("<tr>") == STATIC_ROWS + 1 and f"{STATIC_ROWS} of {STATIC_ROWS + 50} tasks" in static
+    assert static.index(big.tasks[big.rows[0]] + "<") < static.index(big.tasks[big.rows[1]] + "<")
+
+
+def test_the_heatmap_of_500_tasks_scrolls_sorts_and_filters_in_a_real_browser(view, tmp_path):
+    many = _many(view, 500)
+    with _harness(many, tmp_path) as page:
+        assert page.inner_text(".iprkit-count") == "500 of 500 tasks"
+        assert page.eval_on_selector_all("th.iprkit-task", "es => es.length") == 500
+        box = page.eval_on_selector(".iprkit-scroll", "e => [e.clientHeight, e.scrollHeight]")
+        assert box[0] <= 480 < box[1]  # it scrolls inside a screenful instead of pushing the page down
+        header = lambda: page.eval_on_selector(".iprkit-scroll thead th", "e => e.getBoundingClientRect().top")
+        top = header()
+        page.eval_on_selector(".iprkit-scroll", "e => { e.scrollTop = 3000; }")
+        assert header() == top  # the step header stays in view
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "heatmap_500_tasks.png"))
+        order = list(range(499, -1, -1))
+        page.evaluate(f"window.model.set('rows', {order})")  # what the kernel sends after a sort
+        assert page.eval_on_selector_all("th.iprkit-task", "es => es.slice(0, 2).map(e => e.textContent)") == [
+            many.tasks[499], many.tasks[498]]
+        page.select_option("select.iprkit-sort", "pairs")
+        assert page.evaluate("window.widgetState.sort") == "pairs"
+        page.fill("input.iprkit-query", "#4")
+        page.wait_for_function("window.widgetState.query === '#4'")
+        page.check("input.iprkit-pairs-only")
+        assert page.evaluate("window.widgetState.pairs_only") is True
+        page.evaluate("window.model.set('rows', [])")
+        assert "no task matches" in page.inner_text(".iprkit-scroll")
+        assert page.input_value("input.iprkit-query") == "#4"  # a redraw keeps what was typed
 
 
 def test_widgets_leave_a_static_copy_for_viewers_without_a_kernel(view, smoke_run):

@@ -48,8 +48,50 @@ def estimate_text(mc: dict | None) -> str:
     return f"MC {mc['mean']:.2f} ± {mc['std']:.2f} (n={mc['n']}){prm}"
 
 
+SORTS = {"task": "task id", "gap": "mean gap, largest first", "pairs": "step pairs, most first",
+         "agent": "agent's step reward, lowest first"}
+"""How the heatmap can order its rows (the widget's "sort" menu): key -> what it means."""
+
+STATIC_ROWS = 100
+"""The static twin draws at most this many rows (in the widget's order and filter); the live widget scrolls."""
+
+
+def _mean(values) -> float | None:
+    vs = [v for v in values if v is not None]
+    return sum(vs) / len(vs) if vs else None
+
+
+def row_order(tasks: list[str], cells: list[list], expert_mc: list[list], agent_mc: list[list], sort: str = "task",
+              query: str = "", pairs_only: bool = False) -> list[int]:
+    """The rows the heatmap shows, in order: tasks whose id or instruction contains ``query`` (any case), only those
+    with a step pair when ``pairs_only``, sorted by ``sort`` (:data:`SORTS`; ties and rows without values keep the
+    task order, rows without values last)."""
+    q = query.strip().lower()
+
+    def keep(r: int) -> bool:
+        row = [c for c in (cells[r] if r < len(cells) else []) if c]
+        if pairs_only and not any(c.get("pair") for c in row):
+            return False
+        return not q or q in tasks[r].lower() or any(q in str(c.get("instruction", "")).lower() for c in row[:1])
+
+    def key(r: int):
+        if sort == "task":
+            return (0, 0.0)
+        if sort == "pairs":
+            return (0, -sum(1 for c in cells[r] if c and c.get("pair")))
+        m = _mean(e - a for e, a in zip(expert_mc[r], agent_mc[r]) if e is not None and a is not None
+                  ) if sort == "gap" else _mean(agent_mc[r])
+        return (1, 0.0) if m is None else (0, -m if sort == "gap" else m)
+
+    if sort not in SORTS:
+        raise ValueError(f"sort={sort!r}: choose one of {', '.join(SORTS)}")
+    return sorted((r for r in range(len(tasks)) if keep(r)), key=lambda r: (key(r), r))
+
+
 class StepRewardHeatmap(anywidget.AnyWidget):
-    """Tasks by steps, colour = MC step reward (expert, agent, or their gap)."""
+    """Tasks by steps, colour = MC step reward (expert, agent, or their gap). Rows can be sorted (``sort``, one of
+    :data:`SORTS`), filtered by text (``query``) and to tasks with a step pair (``pairs_only``); ``rows`` is what the
+    widget shows, in order (kept by Python, so the browser and the kernel agree). The grid scrolls past a screenful."""
 
     _esm = STATIC / "heatmap.js"
     _css = STATIC / "heatmap.css"
@@ -62,7 +104,21 @@ class StepRewardHeatmap(anywidget.AnyWidget):
     mode = traitlets.Enum(["gap", "expert", "agent"], default_value="gap").tag(sync=True)
     scales = traitlets.Dict({k: list(v) for k, v in MODES.items()}).tag(sync=True)
     selected = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    sort = traitlets.Enum(list(SORTS), default_value="task").tag(sync=True)
+    sorts = traitlets.Dict(SORTS).tag(sync=True)
+    query = traitlets.Unicode("").tag(sync=True)
+    pairs_only = traitlets.Bool(False).tag(sync=True)
+    rows = traitlets.List(traitlets.Int()).tag(sync=True)
     detail = traitlets.Unicode("")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._reorder()
+
+    @traitlets.observe("sort", "query", "pairs_only", "tasks", "cells", "expert_mc", "agent_mc")
+    def _reorder(self, change=None):
+        self.rows = row_order(self.tasks, self.cells, self.expert_mc, self.agent_mc, self.sort, self.query,
+                              self.pairs_only)
 
     @classmethod
     def from_view(cls, view: IterationView, **kw) -> "StepRewardHeatmap":
@@ -82,7 +138,8 @@ class StepRewardHeatmap(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs):
         bundle = with_static_html(super()._repr_mimebundle_(**kwargs), static_html(self))
         (bundle[0] if isinstance(bundle, tuple) else bundle)["text/plain"] = (
-            f"StepRewardHeatmap: {len(self.tasks)} tasks x {self.steps} steps, colour {self.mode}")
+            f"StepRewardHeatmap: {len(self.rows)} of {len(self.tasks)} tasks x {self.steps} steps, colour {self.mode}, "
+            f"sorted by {SORTS[self.sort]}")
         return bundle
 
 
@@ -91,8 +148,9 @@ def static_html(w: StepRewardHeatmap) -> str:
     needs a live kernel."""
     title, lo, hi, _ = MODES[w.mode]
     m = {"gap": w.gap, "expert": w.expert_mc, "agent": w.agent_mc}[w.mode]
-    rows = []
-    for r, task in enumerate(w.tasks):
+    rows, shown = [], w.rows[:STATIC_ROWS]
+    for r in shown:
+        task = w.tasks[r]
         tds = []
         for s in range(w.steps):
             v = m[r][s] if s < len(m[r]) else None
@@ -108,5 +166,7 @@ def static_html(w: StepRewardHeatmap) -> str:
     head = "".join(f"<th style='font-weight:normal'>{s}</th>" for s in range(w.steps))
     return (f"<div><p><b>{html.escape(title)}</b> ({lo} to {hi}{'; red: agent better, blue: expert better' if w.mode == 'gap' else ''}); "
             "striped: not scored; E / A: step pair, expert / agent chosen. <i>A static copy: run the notebook to click "
-            "cells and see each step.</i></p><table style='border-collapse:collapse'><tr><th><i>task \\ step</i></th>"
-            f"{head}</tr>{''.join(rows)}</table></div>")
+            f"cells and see each step.</i> {len(shown)} of {len(w.tasks)} tasks, sorted by {SORTS[w.sort]}"
+            f"{f', matching {w.query!r}' if w.query else ''}{', with a step pair' if w.pairs_only else ''}.</p>"
+            "<div style='max-height:600px;overflow:auto'><table style='border-collapse:collapse'><tr><th><i>task \\ step"
+            f"</i></th>{head}</tr>{''.join(rows)}</table></div></div>")

@@ -68,13 +68,39 @@ function render({ model, el }) {
   root.className = "iprkit-heatmap";
   const bar = document.createElement("div");
   bar.className = "iprkit-toolbar";
+  // built once (a redraw must not take the focus from the filter box while one types)
+  bar.innerHTML = `<span class="iprkit-modes">colour:</span>
+    <label>sort <select class="iprkit-sort"></select></label>
+    <input class="iprkit-query" type="search" placeholder="filter: task id or instruction" size="28">
+    <label><input class="iprkit-pairs-only" type="checkbox"> with a step pair</label>
+    <span class="iprkit-count"></span>`;
+  const modes = bar.querySelector(".iprkit-modes");
+  modes.innerHTML += ["gap", "expert", "agent"].map((k) =>
+    `<button data-mode="${k}" class="iprkit-mode">${k}</button>`).join("");
+  const sortSel = bar.querySelector(".iprkit-sort");
+  const query = bar.querySelector(".iprkit-query");
+  const pairsOnly = bar.querySelector(".iprkit-pairs-only");
+  const count = bar.querySelector(".iprkit-count");
   const legend = document.createElement("div");
   legend.className = "iprkit-legend";
+  const scroll = document.createElement("div");
+  scroll.className = "iprkit-scroll";
   const grid = document.createElement("table");
+  scroll.appendChild(grid);
   const detail = document.createElement("div");
   detail.className = "iprkit-detail";
-  root.append(bar, legend, grid, detail);
+  root.append(bar, legend, scroll, detail);
   el.appendChild(root);
+
+  const drawBar = () => {
+    const mode = model.get("mode");
+    bar.querySelectorAll("button.iprkit-mode").forEach((b) => b.classList.toggle("iprkit-active", b.dataset.mode === mode));
+    const sorts = model.get("sorts") || {};
+    sortSel.innerHTML = Object.entries(sorts).map(([k, what]) => `<option value="${k}">${esc(what)}</option>`).join("");
+    sortSel.value = model.get("sort");
+    if (document.activeElement !== query) query.value = model.get("query") || "";
+    pairsOnly.checked = !!model.get("pairs_only");
+  };
 
   const draw = () => {
     const mode = model.get("mode");
@@ -84,12 +110,14 @@ function render({ model, el }) {
     const cells = model.get("cells");
     const sel = model.get("selected") || [];
     const steps = model.get("steps");
-    bar.innerHTML = "colour: " + ["gap", "expert", "agent"].map((k) =>
-      `<button data-mode="${k}" class="iprkit-mode${k === mode ? " iprkit-active" : ""}">${k}</button>`).join("");
+    const rows = model.get("rows") || tasks.map((_, r) => r);
+    drawBar();
+    count.textContent = `${rows.length} of ${tasks.length} tasks`;
     legend.innerHTML = spec ? legendHTML(mode, spec) : "";
-    let html = `<tr><th class="iprkit-axis">task \\ step →</th>` +
-      Array.from({ length: steps }, (_, s) => `<th>${s}</th>`).join("") + "</tr>";
-    tasks.forEach((t, r) => {
+    let html = `<thead><tr><th class="iprkit-axis">task \\ step →</th>` +
+      Array.from({ length: steps }, (_, s) => `<th>${s}</th>`).join("") + "</tr></thead><tbody>";
+    for (const r of rows) {
+      const t = tasks[r];
       html += `<tr><th class="iprkit-task">${esc(t)}</th>`;
       for (let s = 0; s < steps; s++) {
         const v = (m[r] || [])[s];
@@ -103,25 +131,34 @@ function render({ model, el }) {
           title="${title}">${mark}</td>`;
       }
       html += "</tr>";
-    });
-    grid.innerHTML = html;
+    }
+    if (!rows.length) html += `<tr><td class="iprkit-none" colspan="${steps + 1}">no task matches the filter</td></tr>`;
+    grid.innerHTML = html + "</tbody>";
     const cell = sel.length === 2 ? (cells[sel[0]] || [])[sel[1]] : null;
     detail.innerHTML = detailHTML(cell);
   };
 
+  const send = (name, value) => {
+    model.set(name, value);
+    model.save_changes();
+  };
   bar.addEventListener("click", (ev) => {
     const b = ev.target.closest("button.iprkit-mode");
-    if (!b) return;
-    model.set("mode", b.dataset.mode);
-    model.save_changes();
+    if (b) send("mode", b.dataset.mode);
+  });
+  sortSel.addEventListener("change", () => send("sort", sortSel.value));
+  pairsOnly.addEventListener("change", () => send("pairs_only", pairsOnly.checked));
+  let typing = null;
+  query.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => send("query", query.value), 250);
   });
   grid.addEventListener("click", (ev) => {
     const td = ev.target.closest("td.iprkit-cell");
-    if (!td) return;
-    model.set("selected", [Number(td.dataset.row), Number(td.dataset.col)]);
-    model.save_changes();
+    if (td) send("selected", [Number(td.dataset.row), Number(td.dataset.col)]);
   });
-  for (const name of ["selected", "mode", "tasks", "cells", "expert_mc", "agent_mc", "gap", "scales"]) {
+  for (const name of ["selected", "mode", "tasks", "cells", "expert_mc", "agent_mc", "gap", "scales", "rows", "sort",
+                      "sorts", "query", "pairs_only"]) {
     model.on(`change:${name}`, draw);
   }
   draw();
