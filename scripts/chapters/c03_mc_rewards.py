@@ -57,6 +57,12 @@ step_curve_figure(view)
 The live widget: the buttons switch the colour between the gap and each side's estimate; click a cell to see the
 instruction, the observation before the step, both actions with their thoughts, each estimate with its interval,
 and the rollouts behind it.
+
+With hundreds of explored tasks the grid scrolls (its step header and task column stay in view). The toolbar sorts
+the rows (largest mean gap first: where the expert's actions are worth most over the agent's; most step pairs;
+the agent's lowest step rewards), filters them by a piece of the task id or instruction, or keeps only tasks that
+gave a step pair. The same from Python: `heatmap.sort = "gap"`, `heatmap.query = "kitchen"`,
+`heatmap.pairs_only = True`; `heatmap.rows` is what it shows, in order.
 """),
     ("code", """
 from iprkit.widgets import StepRewardHeatmap
