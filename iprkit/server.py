@@ -162,6 +162,9 @@ class OpenAIBackend:
         if n > 1 and self.server.kind == "transformers":
             return [self.complete(conversation, temperature, seed + j) for j in range(n)]
         answer = self.replicas.post("/v1/completions", self._body(ids, temperature, seed, n))
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise IprkitError(f"the LLM server answered /v1/completions without choices: {str(answer)[:300]}; "
+                              "is it an OpenAI-compatible completions server (server.kind)?")
         texts = [self._text(c) for c in sorted(answer["choices"], key=lambda c: c.get("index", 0))]
         new = (answer.get("usage") or {}).get("completion_tokens") or 0
         with self._lock:

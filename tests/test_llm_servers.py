@@ -221,3 +221,36 @@ def test_a_replica_that_dies_mid_answer_is_retried_then_dropped_with_a_clear_err
         assert len(served) == 3 and replicas.stats["retries"] == 3 and replicas.dropped
     finally:
         listener.close()
+
+
+def test_an_answer_without_choices_is_named():
+    """A server that answers 200 with something other than a completion (an error object, another API) fails the
+    turn with what it said, not a KeyError."""
+    import http.server
+    import threading
+
+    from iprkit.models import train_tokenizer
+    from iprkit.server import OpenAIBackend
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"error": "model not loaded"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        tok = train_tokenizer(["go north", "take the key", "open the door"], vocab_size=300)
+        backend = OpenAIBackend(tok, GEN, ServerSettings(backend="server", prompt="tokens", urls=[url]), [url], "m")
+        with pytest.raises(IprkitError, match="without choices.*model not loaded"):
+            backend.complete([{"role": "user", "content": "go"}])
+    finally:
+        server.shutdown()
