@@ -64,6 +64,11 @@ def jupyterlab(root: Path) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(1)
+        # no autosave: the notebooks opened keep no outputs on disk, and no "file changed" dialog blocks a click
+        api(base, "/lab/api/settings/@jupyterlab/docmanager-extension:plugin", "PUT",
+            {"raw": json.dumps({"autosave": False})})
+        api(base, "/lab/api/settings/@jupyterlab/apputils-extension:notification", "PUT",
+            {"raw": json.dumps({"fetchNews": "false"})})  # no "news?" notice over the screenshots
         yield base
     finally:
         lab.terminate()
@@ -92,6 +97,16 @@ def run_notebook(browser, base: str, path: str, theme: str, wait_for: str, timeo
     # "Run All Cells" sent then runs nothing: click it until a cell shows that it ran or is queued.
     started = "[...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[[0-9*]+\\]/.test(e.innerText))"
     for attempt in range(5):
+        for _ in range(3):  # a dialog would take the clicks: take the kernel offered (Python 3), close any other
+            if not page.locator(".jp-Dialog").count():
+                break
+            text = page.inner_text(".jp-Dialog")
+            print(f"{path}: JupyterLab asked: {text[:200]!r}", flush=True)
+            if "Select Kernel" in text:
+                page.click(".jp-Dialog .jp-mod-accept")
+            else:
+                page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
         page.click("text=Run", timeout=30_000)  # the menu bar
         page.click("text=Run All Cells")
         try:
