@@ -12,7 +12,7 @@
   then each iteration explores a fresh sample of 64 of the agent's own SFT tasks (the paper explores its SFT
   tasks), Monte Carlo with the paper's N = 5 at temperature 1, two ETO and two IPR iterations, 3 seeds, evaluated on
   500 test games (paired comparisons see about 5 points; README's power table) and on the explored tasks.
-  Generating the games takes about 15 minutes once (cached); each seed about 40 minutes on 2 CPU cores (seed 1: 38.6).
+  Generating the games takes about 15 minutes once (cached); each seed about 25 minutes on 2 CPU cores (seed 2: 23, alone on the machine).
 - ``paper``: the paper's hyper-parameters (SFT 3 epochs at 2e-5, MC N=5 at temperature 1,
   DPO beta 0.1 + summed NLL at 3e-6, reference = SFT) for one GPU: bf16, LoRA adapters (the paper trained all
   weights on 8 GPUs), gradient checkpointing, and rollouts on a vLLM server the kit starts for each stage
