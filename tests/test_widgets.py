@@ -202,9 +202,9 @@ def test_rows_sort_and_filter_the_same_in_python_as_the_widget_shows(view):
     w.query, w.pairs_only = "", True
     assert w.rows == [r for r in range(60) if pairs(r)]
     instruction = next(c for c in many.cells[0] if c)["instruction"]
-    assert 0 in row_order(many.tasks, many.cells, many.expert_mc, many.agent_mc, query=instruction[:12].upper())
+    assert 0 in row_order(many.tasks, many.cells, many.gap(), many.agent_mc, query=instruction[:12].upper())
     with pytest.raises(ValueError, match="sort='size'.*task, gap, pairs, agent"):
-        row_order(many.tasks, many.cells, many.expert_mc, many.agent_mc, sort="size")
+        row_order(many.tasks, many.cells, many.gap(), many.agent_mc, sort="size")
     assert set(SORTS) == {"task", "gap", "pairs", "agent"}
     w.query = "#1"
     assert f"{len(w.rows)} of 60 tasks" in w._repr_mimebundle_()[0]["text/plain"] and len(w.rows) < 60

@@ -61,7 +61,7 @@ def _mean(values) -> float | None:
     return sum(vs) / len(vs) if vs else None
 
 
-def row_order(tasks: list[str], cells: list[list], expert_mc: list[list], agent_mc: list[list], sort: str = "task",
+def row_order(tasks: list[str], cells: list[list], gap: list[list], agent_mc: list[list], sort: str = "task",
               query: str = "", pairs_only: bool = False) -> list[int]:
     """The rows the heatmap shows, in order: tasks whose id or instruction contains ``query`` (any case), only those
     with a step pair when ``pairs_only``, sorted by ``sort`` (:data:`SORTS`; ties and rows without values keep the
@@ -79,8 +79,7 @@ def row_order(tasks: list[str], cells: list[list], expert_mc: list[list], agent_
             return (0, 0.0)
         if sort == "pairs":
             return (0, -sum(1 for c in cells[r] if c and c.get("pair")))
-        m = _mean(e - a for e, a in zip(expert_mc[r], agent_mc[r]) if e is not None and a is not None
-                  ) if sort == "gap" else _mean(agent_mc[r])
+        m = _mean(gap[r] if sort == "gap" else agent_mc[r])
         return (1, 0.0) if m is None else (0, -m if sort == "gap" else m)
 
     if sort not in SORTS:
@@ -111,14 +110,9 @@ class StepRewardHeatmap(anywidget.AnyWidget):
     rows = traitlets.List(traitlets.Int()).tag(sync=True)
     detail = traitlets.Unicode("")
 
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self._reorder()
-
-    @traitlets.observe("sort", "query", "pairs_only", "tasks", "cells", "expert_mc", "agent_mc")
+    @traitlets.observe("sort", "query", "pairs_only", "tasks", "cells", "gap", "agent_mc")  # also at construction
     def _reorder(self, change=None):
-        self.rows = row_order(self.tasks, self.cells, self.expert_mc, self.agent_mc, self.sort, self.query,
-                              self.pairs_only)
+        self.rows = row_order(self.tasks, self.cells, self.gap, self.agent_mc, self.sort, self.query, self.pairs_only)
 
     @classmethod
     def from_view(cls, view: IterationView, **kw) -> "StepRewardHeatmap":
