@@ -108,7 +108,8 @@ class Runner:
                     from iprkit.models import load_model
 
                     load_model(cfg.mc.scorer)  # a scorer that cannot be loaded fails now, not after SFT
-                save_run_config(self.layout.config, cfg)
+                if self.layout.config.exists():  # a rerun: its config must match, refused before any work
+                    save_run_config(self.layout.config, cfg)
                 if cfg.train.accelerate_config:  # the run keeps the accelerate config its training used
                     atomic_write_text(self.layout.accelerate_config, Path(cfg.train.accelerate_config).read_text())
                 import torch
@@ -121,6 +122,8 @@ class Runner:
             self.env = make_env(cfg.env, **kwargs)
             self.env_factory = env_factory(cfg.env, kwargs, self.env)
             self.env_id = f"{cfg.env}:{sorted(kwargs.items())}"
+            if not worker:  # written once the env took its options: a bad value leaves no config to block the fix
+                save_run_config(self.layout.config, cfg)
         except BaseException:
             if self.lock is not None:
                 self.lock.release()

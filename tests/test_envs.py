@@ -185,6 +185,8 @@ def test_textworld_family_settings_are_checked():
         TextWorldEnv(n_train=1200, test_start=1000)
     with pytest.raises(IprkitError, match="tw-coin_collector has no setting"):
         TextWorldEnv(preset="tw-coin_collector", challenge_settings={"levels": 2})
+    with pytest.raises(IprkitError, match="write a space after each colon"):  # YAML's reading of {level:5}
+        TextWorldEnv(preset="tw-coin_collector", challenge_settings={"level:5": None})
     with pytest.raises(IprkitError, match=r"rooms=\[5, 2\]; give a count"):
         TextWorldEnv(rooms=[5, 2])
     with pytest.raises(IprkitError, match="makes its own worlds"):

@@ -211,6 +211,21 @@ def test_bad_run_inputs(tmp_path, tw_experts):
     assert sorted(report["skipped"]) == sorted([good[1].task_id, "easy-424242424"])
 
 
+def test_an_option_value_the_env_refuses_writes_no_config_so_the_fixed_rerun_starts(tmp_path):
+    """Option *values* are the env's to check (check_run sees only names): a refused one must not leave a config.json
+    behind, or the corrected rerun into the same folder would be told that its config differs."""
+    bad = {"preset": "tw-cooking", "challenge_settings": {"recipe:2": None}}  # YAML's reading of {recipe:2}
+    with pytest.raises(IprkitError, match="write a space after each colon"):
+        Runner(_cfg(env_kwargs=bad), tmp_path, progress=False)
+    layout = RunLayout(tmp_path)
+    assert not layout.config.exists() and not layout.lock.exists()
+    fixed = _cfg(env_kwargs={"preset": "tw-cooking", "challenge_settings": {"recipe": 2}})
+    Runner(fixed, tmp_path, progress=False).lock.release()
+    assert json.loads(layout.config.read_text())["env_kwargs"]["challenge_settings"] == {"recipe": 2}
+    with pytest.raises(IprkitError, match="holds a different config"):  # a real change is still refused at once
+        Runner(_cfg(), tmp_path, progress=False)
+
+
 def test_failed_write_keeps_the_previous_artifact(tmp_path):
     path = RunLayout(tmp_path).iteration(0, "ipr", 1).pairs
     path.parent.mkdir(parents=True)

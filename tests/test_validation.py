@@ -96,9 +96,9 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "iprkit.cli", "run", "--preset", "smoke", "--out", str(tmp_path),
                               "methods=[sft]"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        lock = RunLayout(tmp_path).lock
-        for _ in range(600):
-            if lock.exists() and lock.read_text().strip():
+        lock, config = RunLayout(tmp_path).lock, RunLayout(tmp_path).config
+        for _ in range(1200):  # the first run holds the lock and has written its config (once its env is built)
+            if lock.exists() and lock.read_text().strip() and config.exists():
                 break
             first.poll()
             import time

@@ -103,7 +103,9 @@ def family(preset: str = "easy", rooms=None, objects=None, quest_length=None, ch
         defaults = CHALLENGES[preset][0]
         unknown = sorted(set(challenge_settings or {}) - set(defaults))
         if unknown:
-            raise IprkitError(f"textworld: {preset} has no setting(s) {unknown}; its settings: {defaults}.")
+            hint = " (YAML reads {a:1} as the key 'a:1': write a space after each colon, {a: 1})" \
+                if any(":" in str(k) for k in unknown) else ""
+            raise IprkitError(f"textworld: {preset} has no setting(s) {unknown}{hint}; its settings: {defaults}.")
         settings = {**defaults, **(challenge_settings or {})}
         changed = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in sorted(settings.items())
                            if v != defaults[k] or k in ("level", "recipe", "go"))  # what sets the family apart
