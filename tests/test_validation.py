@@ -96,7 +96,8 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "iprkit.cli", "run", "--preset", "smoke", "--out", str(tmp_path),
                               "methods=[sft]"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        lock, config = RunLayout(tmp_path).lock, RunLayout(tmp_path).config
+        run = RunLayout(tmp_path)
+        lock, config = run.lock, run.config
         for _ in range(1200):  # the first run holds the lock and has written its config (once its env is built)
             if lock.exists() and lock.read_text().strip() and config.exists():
                 break
