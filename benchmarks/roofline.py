@@ -1,6 +1,6 @@
 """Where CPU time goes, against the machine's own bound: SFT steps and rollouts as achieved FLOP/s.
 
-    python benchmarks/roofline.py [--run runs/demo/default] [--sft-steps 60] [--episodes 64] [--threads 2]
+    python benchmarks/roofline.py [--run runs/demo] [--sft-steps 60] [--episodes 64] [--threads 2] [--iteration]
 
 1. The bounds: fp32 ``torch.mm`` of squares 512, 1024 and 2048 on ``--threads`` threads (the best GFLOP/s), and
    the memory read rate (a 256 MB sum): a decode step reads every row's whole KV cache, so at batch 128 and a few
@@ -11,6 +11,9 @@
 3. Rollouts: ``--episodes`` greedy test episodes of the run's SFT agent through the rollout engine (the demo's
    generation settings). Wall split into model forward, the rest of ``generate`` (sampling, cache bookkeeping,
    tokenization), env steps and resets, and the engine's own work.
+4. One demo iteration's rollouts (``--iteration``): the IPR iteration 1 exploration along every expert step
+   (greedy) and its Monte Carlo scoring (sampled, full decode batches), on the run's own config, from its SFT
+   model, with no MC cache: the stages where a demo iteration's rollout time goes.
 
 FLOPs count the matrix multiplies of the weights (2 per parameter per token forward, 6 for training, the LM head
 included, embedding lookups not) and attention's (4 x layers x width x context per token forward). Prints a table
@@ -129,6 +132,89 @@ def sft_profile(run: RunLayout, steps: int, bound_gflops: float) -> dict:
             "share_of_bound_wall": round(flops / wall / 1e9 / bound_gflops, 3)}
 
 
+def rollout_flops(stats: dict, s: dict, ctx: int) -> float:
+    """The weights' multiplies for every prefilled and generated token, and attention over ``ctx / 2`` columns a token
+    (``ctx``: the context budget; an upper bound, so the FLOP/s it gives is one too)."""
+    tokens = stats["prefill_tokens"] + stats["new_tokens"]
+    return 2 * s["matmul_params"] * tokens + 4 * s["layers"] * s["width"] * ctx / 2 * tokens
+
+
+class EnvClock:
+    """Seconds inside an env class's ``_step`` and ``_reset`` (every instance)."""
+
+    def __init__(self, cls):
+        self.s = {"step": 0.0, "reset": 0.0}
+        self.cls, self.real = cls, {n: getattr(cls, "_" + n) for n in self.s}
+        for name, inner in self.real.items():
+            def timed(env, *a, _inner=inner, _name=name, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return _inner(env, *a, **kw)
+                finally:
+                    self.s[_name] += time.perf_counter() - t0
+
+            setattr(cls, "_" + name, timed)
+
+    def close(self) -> None:
+        for name, inner in self.real.items():
+            setattr(self.cls, "_" + name, inner)
+
+
+def iteration_profile(run: RunLayout, seed: int, bound_gflops: float) -> dict:
+    """IPR iteration 1's exploration and Monte Carlo scoring, as the run did them (no MC cache). ``outcome_digest``:
+    a hash of the explored actions and of the MC estimates, to compare engine versions by."""
+    import hashlib
+    import tempfile
+
+    from iprkit.config import from_dict
+    from iprkit.envs.textworld_env import TextWorldEnv
+    from iprkit.explore import branches_by_task, explore, score_requests
+    from iprkit.loop import Runner
+    from iprkit.mc import MCCache, score
+    from iprkit.settings import RunSettings
+    from iprkit.trajectory import load_trajectories
+
+    cfg = from_dict(RunSettings, json.loads(run.config.read_text()))
+    runner = Runner(cfg, tempfile.mkdtemp(), progress=False)
+    runner.layout = run  # read the finished run's experts and exploration (the runner writes nothing here)
+    chosen, model = runner.explore_set(seed, 1), run.model(seed, "sft", 0)
+    reqs = score_requests(chosen, branches_by_task(load_trajectories(run.iteration(seed, "ipr", 1).explore)),
+                          cfg.mc.score_expert, cfg.mc.score_same_action)
+    warm = runner.env
+    warm.reset(chosen[0].task_id)  # TextWorld's one-off parse, before the clock
+    out = {}
+    for stage in ("explore", "score"):
+        engine = runner.engine(model, runner.rollout_seed(seed, 1, stage))
+        timer, envs = Timer(engine.backend.model), EnvClock(TextWorldEnv)
+        t0 = time.perf_counter()
+        if stage == "explore":
+            got = explore(engine, chosen, every_step=True, progress=False)
+            n, outcome = len(got), [t.actions for t in got]
+        else:
+            cache = MCCache(Path(tempfile.mkdtemp()) / "mc.jsonl")
+            ests, counts = score(engine, cache, "bench", runner.env_id, [r for r, _ in reqs], cfg.mc, progress=False)
+            n, outcome = counts["rollouts"], [round(e.mean, 9) for e in ests]
+        wall = time.perf_counter() - t0
+        envs.close()
+        st, s = engine.backend.stats, shape(engine.backend.model)
+        engine.close()
+        flops = rollout_flops(st, s, cfg.generation.max_context or 2048)
+        out[stage] = {"episodes": n, "wall_s": round(wall, 2), "forward_s": round(timer.seconds, 2),
+                      "env_s": round(envs.s["step"] + envs.s["reset"], 2), "forward_calls": timer.calls,
+                      "prefill_tokens": st["prefill_tokens"], "new_tokens": st["new_tokens"],
+                      "generated_tokens_per_s": round(st["new_tokens"] / wall, 1),
+                      "outcome_digest": hashlib.sha1(json.dumps(outcome).encode()).hexdigest()[:12],
+                      "gflops_wall": round(flops / wall / 1e9, 1),
+                      "share_of_bound_wall": round(flops / wall / 1e9 / bound_gflops, 3)}
+    runner.close()
+    both = [out["explore"], out["score"]]
+    wall = sum(r["wall_s"] for r in both)
+    gflop = sum(r["gflops_wall"] * r["wall_s"] for r in both)
+    out["both"] = {"wall_s": round(wall, 2), "gflops_wall": round(gflop / wall, 1),
+                   "share_of_bound_wall": round(gflop / wall / bound_gflops, 3)}
+    return out
+
+
 def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
     from iprkit.backends import HFBackend
     from iprkit.config import from_dict
@@ -160,7 +246,10 @@ def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
         return env
 
     engine = RolloutEngine(backend, factory, max_live=gen.batch_size)
-    ids = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"]).task_ids("test")[:episodes]
+    warm = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"])
+    ids = warm.task_ids("test")[:episodes]
+    warm.reset(warm.task_ids("train")[0])  # TextWorld's one-off work in a process (its game logic parsed, about 1 s)
+    warm.close()                           # before the clock, as the model's loading is
     gen_s = [0.0]
     real_generate = backend.generate
 
@@ -178,9 +267,7 @@ def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
     wall = time.perf_counter() - t0
     engine.close()
     st, s = backend.stats, shape(model)
-    tokens = st["prefill_tokens"] + st["new_tokens"]
-    ctx = gen.max_context  # attention over at most the context budget: an upper bound, so FLOP/s is too
-    flops = 2 * s["matmul_params"] * tokens + 4 * s["layers"] * s["width"] * ctx / 2 * tokens
+    flops = rollout_flops(st, s, gen.max_context)
     return {"episodes": episodes, "wall_s": round(wall, 2), "forward_s": round(timer.seconds, 2),
             "generate_other_s": round(gen_s[0] - timer.seconds, 2), "env_step_s": round(env_s["step"], 2),
             "env_reset_s": round(env_s["reset"], 2),
@@ -199,6 +286,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="roofline")
+    ap.add_argument("--iteration", action="store_true", help="also profile IPR iteration 1's exploration and MC scoring")
+    ap.add_argument("--skip-sft", action="store_true", help="rollouts only")
     args = ap.parse_args()
     run = RunLayout(args.run) if args.run else finished_demo_run()
     if run is None or not run.model(0, "sft", 0).exists():
@@ -206,20 +295,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     b = bound(args.threads)
     roll = rollout_profile(run, args.episodes, b["gflops"])
-    sft = sft_profile(run, args.sft_steps, b["gflops"])
-    result = {"threads": args.threads, "bound": b, "sft": sft, "rollouts": roll}
+    sft = None if args.skip_sft else sft_profile(run, args.sft_steps, b["gflops"])
+    it = iteration_profile(run, 0, b["gflops"]) if args.iteration else None
+    result = {"threads": args.threads, "bound": b, "sft": sft, "rollouts": roll, "iteration": it}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"bound: {b['gflops']} GFLOP/s (fp32 torch.mm, {args.threads} threads; by size {b['by_size']}); "
           f"memory read {b['read_gb_per_s']} GB/s\n")
     print("| stage | wall s | model forward s | backward s | rest of generate s | env s | other s | GFLOP/s (wall) | share of bound |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| SFT, {sft['steps']} steps (padding {sft['padding_share']:.0%}) | {sft['wall_s']} | {sft['forward_s']} | "
-          f"{sft['backward_s']} | - | - | {sft['other_s']} | {sft['gflops_wall']} | {sft['share_of_bound_wall']:.1%} |")
+    if sft:
+        print(f"| SFT, {sft['steps']} steps (padding {sft['padding_share']:.0%}) | {sft['wall_s']} | {sft['forward_s']} | "
+              f"{sft['backward_s']} | - | - | {sft['other_s']} | {sft['gflops_wall']} | {sft['share_of_bound_wall']:.1%} |")
     print(f"| rollouts, {roll['episodes']} greedy episodes ({roll['generated_tokens_per_s']} gen tok/s) | "
           f"{roll['wall_s']} | {roll['forward_s']} | - | {roll['generate_other_s']} | "
           f"{roll['env_step_s'] + roll['env_reset_s']:.2f} | {roll['engine_other_s']} | {roll['gflops_wall']} | "
           f"{roll['share_of_bound_wall']:.1%} |")
+    for stage, r in (it or {}).items():
+        if stage != "both":
+            print(f"| IPR iteration 1 {stage}, {r['episodes']} episodes ({r['generated_tokens_per_s']} gen tok/s) | "
+                  f"{r['wall_s']} | {r['forward_s']} | - | - | {r['env_s']} | - | {r['gflops_wall']} | "
+                  f"{r['share_of_bound_wall']:.1%} |")
+    if it:
+        print(f"| IPR iteration 1, both | {it['both']['wall_s']} | - | - | - | - | - | {it['both']['gflops_wall']} | "
+              f"{it['both']['share_of_bound_wall']:.1%} |")
     print(f"\nwrote {RESULTS / (args.name + '.json')}")
 
 

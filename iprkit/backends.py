@@ -23,6 +23,7 @@ from typing import Protocol
 
 import torch
 
+from iprkit.kvcache import PackedLayer, packed_cache, prefill_groups
 from iprkit.prompts import fit_context
 from iprkit.settings import GenerationSettings
 
@@ -60,13 +61,18 @@ def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
     return (x >> s) & ((1 << (64 - s)) - 1)
 
 
-def mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2^64, as in C)."""
-    x = x ^ _shr(x, 30)
-    x = x * _signed(_MUL1)
-    x = x ^ _shr(x, 27)
-    x = x * _signed(_MUL2)
-    return x ^ _shr(x, 31)
+def mix64(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2^64, as in C); ``out=x`` works in
+    place (a decode step draws noise for every row and vocabulary entry: fresh tensors cost more than the math)."""
+    x = x.clone() if out is None else out
+    t = torch.empty_like(x)
+    for s, mul in ((30, _MUL1), (27, _MUL2), (31, None)):
+        torch.bitwise_right_shift(x, s, out=t)
+        t.bitwise_and_((1 << (64 - s)) - 1)  # a logical shift: mask the copied sign bits
+        x.bitwise_xor_(t)
+        if mul is not None:
+            x.mul_(_signed(mul))
+    return x
 
 
 def mix64_int(x: int) -> int:
@@ -90,10 +96,11 @@ def gumbel_noise(seeds: torch.Tensor, position: torch.Tensor, vocab: int) -> tor
     """Standard Gumbel noise [rows, vocab], a pure function of each row's (seed, position): counter-based,
     so a row's draws never depend on the other rows of the batch. ``argmax(logits / T + noise)`` samples
     from ``softmax(logits / T)`` (the Gumbel-max trick)."""
-    x = mix64(seeds[:, None] * _signed(0x9E3779B97F4A7C15) + mix64(position[:, None] + 0x632BE59BD9B4E019)
-              + torch.arange(vocab, dtype=torch.long, device=seeds.device)[None])
-    u = (_shr(mix64(x), 11).double() + 0.5) / float(1 << 53)  # uniform in (0, 1)
-    return -torch.log(-torch.log(u))
+    x = torch.arange(vocab, dtype=torch.long, device=seeds.device)[None] + (
+        seeds[:, None] * _signed(0x9E3779B97F4A7C15) + mix64(position[:, None] + 0x632BE59BD9B4E019))
+    mix64(mix64(x, out=x), out=x)
+    u = _shr(x, 11).double().add_(0.5).div_(float(1 << 53))  # uniform in (0, 1)
+    return u.log_().neg_().log_().neg_()
 
 
 def row_seeds(seed: int | list[int], n: int) -> list[int]:
@@ -115,14 +122,25 @@ class Prompter:
         return list(self.tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"])
 
-    def encode(self, conv: list[dict]) -> list[int]:
-        """Token ids of the prompt, after the context budget (see :func:`fit_context`)."""
-        ids = self.ids(conv)
+    def encode(self, conv: list[dict], ids: list[int] | None = None) -> list[int]:
+        """Token ids of the prompt, after the context budget (see :func:`fit_context`); ``ids``: the whole
+        conversation's, where already known."""
+        ids = self.ids(conv) if ids is None else ids
         if len(ids) <= self.budget:  # the common case: tokenize once
             return ids
         conv, dropped = fit_context(conv, lambda m: len(self.ids(m)), self.budget)
         self.stats["context_drops"] += bool(dropped)
         return self.ids(conv)[-self.budget:]
+
+    def encode_many(self, convs: list[list[dict]]) -> list[tuple[int, ...]]:
+        """:meth:`encode` of each conversation: equal ones once (N rollouts from one state share theirs), the
+        rest in one batched call of the tokenizer (its threads tokenize them side by side)."""
+        keys = [tuple((m["role"], m["content"]) for m in c) for c in convs]
+        todo = {k: c for k, c in zip(keys, convs)}
+        got = self.tok.apply_chat_template(list(todo.values()), add_generation_prompt=True, tokenize=True,
+                                           return_dict=True)["input_ids"]
+        done = {k: tuple(self.encode(c, list(ids))) for (k, c), ids in zip(todo.items(), got)}
+        return [done[k] for k in keys]
 
 
 def context_budget(cfg: GenerationSettings, window: int) -> int:
@@ -166,41 +184,38 @@ class HFBackend:
                 best, layers = i, kv
         return best, layers
 
-    @torch.no_grad()
-    def _run(self, prompts: list[tuple], repeats: list[int], reuse: list[tuple[int, list | None]],
-             temperature: float, seeds: list[int]) -> tuple[list[list[int]], list[tuple]]:
-        """Prefill each unique prompt's uncached tokens once, repeat the cache ``repeats`` times,
-        then decode all sequences together. Returns the new token ids and each sequence's
-        (token ids, KV) for the next turn."""
-        from transformers import StaticCache
-
-        dev = self.model.device
-        if self.window is not None and max(map(len, prompts)) + self.cfg.max_new_tokens > self.window:
-            # past a sliding window, kept caches would leave padding between a row's tokens, and the window counts
-            # cache columns: encode whole prompts (left-padded, so each row's tokens stay contiguous) and keep nothing
-            reuse, keep_cache = [(0, None)] * len(prompts), False
-        else:
-            keep_cache = self.cfg.keep_cache
+    def _prefill(self, prompts: list[tuple], reuse: list[tuple[int, list | None]], extra: int, static: bool = False):
+        """One forward over these rows' uncached tokens, their kept caches right-aligned at column C
+        (the most any row reuses) and their new tokens left-padded into columns [C, C+N). Returns the
+        last token's logits, the cache (``extra`` free columns after C+N; transformers' ``StaticCache``
+        with ``static``, else :class:`PackedLayer` buffers) and its mask."""
         cached = [c for c, _ in reuse]
         new = [p[c:] for p, c in zip(prompts, cached)]
-        C, N, B0 = max(cached), max(map(len, new)), len(prompts)
-        T = C + N + self.cfg.max_new_tokens
-        # preallocated (a growing cache would copy itself at every token: most of the time at 64 episodes)
-        cache = StaticCache(config=self.model.config, max_cache_len=T)
-        if C:  # rows' kept caches, right-aligned so every row's new tokens start at column C
-            ref = next(kv for _, kv in reuse if kv is not None)
-            for li, (k0, _) in enumerate(ref):
-                ks = k0.new_zeros(B0, k0.shape[0], C, k0.shape[2])
-                vs = torch.zeros_like(ks)
+        C, N, B = max(cached), max(map(len, new)), len(prompts)
+        T = C + N + extra
+        dev = self.model.device
+        if static:
+            from transformers import StaticCache
+
+            cache = StaticCache(config=self.model.config, max_cache_len=T)
+        elif C:  # rows' kept caches, right-aligned so every row's new tokens start at column C
+            layers = []
+            for li, (k0, _) in enumerate(next(kv for _, kv in reuse if kv is not None)):
+                ks = k0.new_empty(B, k0.shape[0], T, k0.shape[2])  # columns past C+N are never read
+                vs = torch.empty_like(ks)
                 for r, (c, kv) in enumerate(reuse):
+                    ks[r, :, :C - c] = 0  # padding: masked, but must be finite (0 x NaN is NaN)
+                    vs[r, :, :C - c] = 0
                     if c:
-                        ks[r, :, C - c:] = kv[li][0][:, :c]
-                        vs[r, :, C - c:] = kv[li][1][:, :c]
-                cache.update(ks, vs, li)
-        pad = self.tok.pad_token_id
-        ids = torch.full((B0, N), pad, dtype=torch.long)
-        mask = torch.zeros(B0, T, dtype=torch.long)
-        pos = torch.zeros(B0, N, dtype=torch.long)
+                        ks[r, :, C - c:C] = kv[li][0][:, :c]
+                        vs[r, :, C - c:C] = kv[li][1][:, :c]
+                layers.append(PackedLayer.of(ks, vs, C))
+            cache = packed_cache(layers)
+        else:
+            cache = packed_cache([PackedLayer(T) for _ in range(self.model.config.num_hidden_layers)])
+        ids = torch.full((B, N), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        pos = torch.zeros(B, N, dtype=torch.long)
         for r, (c, n) in enumerate(zip(cached, new)):
             ids[r, N - len(n):] = torch.tensor(n)
             mask[r, C - c:C] = 1
@@ -208,11 +223,62 @@ class HFBackend:
             pos[r, N - len(n):] = torch.arange(c, c + len(n))
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                          past_key_values=cache, use_cache=True)
-        self.stats["prefilled"] += B0
+        self.stats["prefilled"] += B
         self.stats["prefill_tokens"] += sum(map(len, new))
         self.stats["reused_tokens"] += sum(cached)
+        return out.logits[:, -1].float(), cache, mask
+
+    def _pack(self, prompts: list[tuple], reuse: list[tuple[int, list | None]], groups: list[list[int]]):
+        """Prefill each group apart, then copy every row's tokens right-aligned at column L (the longest
+        prompt) into one decode cache with ``max_new_tokens`` free columns after."""
+        B0, L, extra = len(prompts), max(map(len, prompts)), self.cfg.max_new_tokens
+        logits, bufs = None, []
+        for g in groups:
+            g_logits, g_cache, g_mask = self._prefill([prompts[r] for r in g], [reuse[r] for r in g], 0)
+            if logits is None:
+                logits = g_logits.new_zeros(B0, g_logits.shape[-1])
+                bufs = [(layer.keys.new_empty(B0, layer.keys.shape[1], L + extra, layer.keys.shape[3]),
+                         layer.values.new_empty(B0, layer.values.shape[1], L + extra, layer.values.shape[3]))
+                        for layer in g_cache.layers]
+            logits[torch.tensor(g)] = g_logits
+            C = max(reuse[r][0] for r in g)
+            W = g_mask.shape[1]  # C + N: the group's cached run ends at C, its new tokens at W
+            for (k, v), layer in zip(bufs, g_cache.layers):
+                for j, r in enumerate(g):  # a row is two runs of columns: copies of slices (a gather costs 5x)
+                    c, n = reuse[r][0], len(prompts[r]) - reuse[r][0]
+                    for dst, src in ((k, layer.keys), (v, layer.values)):
+                        dst[r, :, :L - c - n] = 0  # padding: masked, but must be finite (0 x NaN is NaN)
+                        dst[r, :, L - c - n:L - n] = src[j, :, C - c:C]
+                        dst[r, :, L - n:L] = src[j, :, W - n:W]
+        mask = torch.zeros(B0, L + extra, dtype=torch.long)
+        for r, p in enumerate(prompts):
+            mask[r, L - len(p):L] = 1
+        return logits, packed_cache([PackedLayer.of(k, v, L) for k, v in bufs]), mask
+
+    @torch.no_grad()
+    def _run(self, prompts: list[tuple], repeats: list[int], reuse: list[tuple[int, list | None]],
+             temperature: float, seeds: list[int]) -> tuple[list[list[int]], list[tuple]]:
+        """Prefill each unique prompt's uncached tokens once (in groups of like shape, see :mod:`iprkit.kvcache`),
+        repeat the cache ``repeats`` times, then decode all sequences together. Returns the new token ids and
+        each sequence's (token ids, KV) for the next turn."""
+        dev = self.model.device
+        B0, L, extra = len(prompts), max(map(len, prompts)), self.cfg.max_new_tokens
+        if self.window is not None and L + extra > self.window:
+            # past a sliding window, kept caches would leave padding between a row's tokens, and the window counts
+            # cache columns: encode whole prompts (left-padded, so each row's tokens stay contiguous), keep nothing,
+            # and let transformers' StaticCache keep each sliding layer's window
+            reuse, keep_cache = [(0, None)] * B0, False
+            logits, cache, mask = self._prefill(prompts, reuse, extra, static=True)
+        else:
+            keep_cache = self.cfg.keep_cache
+            cached, new = [c for c, _ in reuse], [len(p) - c for p, (c, _) in zip(prompts, reuse)]
+            groups = prefill_groups(cached, new)
+            if len(groups) == 1 and max(cached) + max(new) == L:  # one forward, already packed: decode in place
+                logits, cache, mask = self._prefill(prompts, reuse, extra)
+            else:
+                logits, cache, mask = self._pack(prompts, reuse, groups)
         index = torch.repeat_interleave(torch.arange(B0), torch.tensor(repeats))
-        logits, last = out.logits[:, -1].float(), torch.tensor([len(p) - 1 for p in prompts])
+        last = torch.tensor([len(p) - 1 for p in prompts])
         if len(index) > B0:
             cache.reorder_cache(index.to(dev))
             logits, mask, last = logits[index.to(dev)], mask[index], last[index]
@@ -230,9 +296,12 @@ class HFBackend:
             if keep_cache:
                 n = int(cache.get_seq_length())
                 for j in drop.nonzero().flatten().tolist():
-                    r, cols = int(rows[j]), mask[j, :n].bool().nonzero().flatten().to(dev)
+                    r, cols = int(rows[j]), mask[j, :n].bool().nonzero().flatten()
+                    a, b = int(cols[0]), int(cols[-1]) + 1
+                    # packed rows are one run of columns: keep a view (the buffer lives until the episode's next turn)
+                    at = slice(a, b) if b - a == len(cols) else cols.to(dev)
                     keep[r] = (tuple(prompts[index[r]]) + tuple(fed[r]),
-                               [(layer.keys[j][:, cols], layer.values[j][:, cols]) for layer in cache.layers])
+                               [(layer.keys[j][:, at], layer.values[j][:, at]) for layer in cache.layers])
 
         for t in range(self.cfg.max_new_tokens):
             nxt = self._pick(logits, temperature, seq_seeds[rows], torch.full((len(rows),), t)).cpu()
@@ -255,9 +324,10 @@ class HFBackend:
             for j in feed.nonzero().flatten().tolist():
                 fed[seqs[j]].append(ids_now[j])
             last = last + feed.long()
-            mask[:, C + N + t] = feed.long()
-            out = self.model(input_ids=torch.where(feed, nxt, pad)[:, None].to(dev), attention_mask=mask.to(dev),
-                             position_ids=last[:, None].to(dev), past_key_values=cache, use_cache=True)
+            mask[:, L + t] = feed.long()
+            step_ids = torch.where(feed, nxt, self.tok.pad_token_id)[:, None]
+            out = self.model(input_ids=step_ids.to(dev), attention_mask=mask.to(dev), position_ids=last[:, None].to(dev),
+                             past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1].float()
         release(torch.ones(len(rows), dtype=torch.bool))
         self.stats["calls"] += 1
@@ -289,7 +359,7 @@ class HFBackend:
         if keys is not None and len(keys) != len(conversations):
             raise ValueError(f"generate: {len(keys)} keys for {len(conversations)} conversations.")
         seeds = row_seeds(seed, len(conversations))
-        encoded = [tuple(self.encode(c)) for c in conversations]
+        encoded = self.prompter.encode_many(conversations)
         order: dict[tuple, list[int]] = {}
         for i, e in enumerate(encoded):
             order.setdefault(e, []).append(i)

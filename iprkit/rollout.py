@@ -81,7 +81,9 @@ class RolloutEngine:
 
     def _env(self, slot: int) -> Env:
         while len(self._envs) <= slot:
-            self._envs.append(self.env_factory())
+            env = self.env_factory()
+            env.track_admissible = False  # the model picks the actions
+            self._envs.append(env)
         return self._envs[slot]
 
     def _start(self, spec: EpisodeSpec, env: Env) -> dict:

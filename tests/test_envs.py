@@ -96,6 +96,35 @@ def test_textworld_snapshot_matches_replay(tw_env):
     assert tw_env.steps_taken == 1 and not tw_env.done
 
 
+def test_textworld_long_commands_get_an_answer_with_and_without_tracking():
+    """A model turn without an Action line goes to the game whole. In this state (a demo exploration, seed 0) a
+    200-character one made TextWorld's parser print 8 KB of "Programming error" lines (its buffer has 123 entries),
+    cut to 34 characters by TextWorld's state tracking, which the rollout engine turns off (it only feeds
+    admissible_commands): commands are cut to what the parser reads, and the answer is the same either way."""
+    from iprkit.envs.textworld_env import TextWorldEnv
+
+    env = TextWorldEnv(preset="easy", n_train=864, n_test=0)
+    key = "non-euclidean keycard"
+    prefix = [f"unlock non-euclidean chest with {key}", "open non-euclidean chest", f"insert {key} into non-euclidean chest",
+              "lock non-euclidean chest with non-euclidean key",
+              "lock non-euclidean chest with non-euclidean chest with non-euclidean key", "open non-euclidean chest",
+              f"insert {key}"]
+    turn = ("Thought: The non-euclidean chest is in my way and must be opened to go on, so I unlock non-euclidean chest "
+            f"with {key}. You can see a non-euclidean chest is an iron in the corner is som")
+    seen, admissible = {}, {}
+    for track in (True, False):
+        env.track_admissible = track
+        env.reset("easy-861")
+        for a in prefix:
+            env.step(a)
+        seen[track] = [env.step(turn).observation, env.step("look").observation]
+        admissible[track] = list(env.admissible_commands)
+    env.close()
+    assert seen[True] == seen[False]
+    assert not any("Programming error" in o for o in seen[False]), seen[False][0][:200]
+    assert admissible[True] and not admissible[False]  # nothing is tracked for them
+
+
 def test_textworld_bad_action_gets_env_feedback_and_step_limit(tw_env):
     t = tw_env.task_ids("test")[0]
     tw_env.reset(t)

@@ -99,6 +99,10 @@ class Env(ABC):
         """Replaces :attr:`preamble` at the start of every instruction (None: the env's own)."""
         self.admissible_commands: list[str] = []
         """The actions the env accepts in the current state, where it knows them (else empty)."""
+        self.track_admissible = True
+        """Keep :attr:`admissible_commands` up to date (the random baseline draws from them). The rollout engine
+        turns it off, as a model picks its own actions: an env may spend much of a step on them (TextWorld tracks
+        its game logic for them, a third of a step; it then leaves the list empty)."""
         self._task: str | None = None
         self._t = 0
         self._done = True

@@ -127,14 +127,20 @@ _STATUS = re.compile(r"\n?>\s*(-= .*? =-\s*\d+/\d+)?\s*$")
 _END = re.compile(r"\s*\*\*\* The End \*\*\*.*", re.DOTALL)
 
 
-def zmachine_command(action: str) -> str:
-    """What the Z-machine can take: one line of printable ASCII, at most 190 bytes. Jericho hands the UTF-8
+INFORM_INPUT = 100
+"""Characters of a command given to TextWorld's games: their Inform 7 parser's buffer has 123 entries, and from
+about 115 characters on it printed pages of "Programming error" lines (cut by TextWorld, differently with and
+without its state tracking) instead of an answer."""
+
+
+def zmachine_command(action: str, limit: int = 190) -> str:
+    """What the Z-machine can take: one line of printable ASCII, at most ``limit`` bytes. Jericho hands the UTF-8
     bytes to Frotz as they are (its buffer holds 198); sampled turns with non-ASCII bytes or line breaks
     corrupted its memory here and crashed the process (a segfault) some steps later, in another game. A line that
     starts with a backslash is a command to dumb-frotz itself (``\\help``, ``\\s``...), not to the game; some of them
     corrupted its heap too (found by the fuzz test): backslashes are dropped."""
     text = " ".join(action.replace("\\", " ").split()).encode("ascii", "ignore").decode()
-    return "".join(c for c in text if c.isprintable())[:190]
+    return "".join(c for c in text if c.isprintable())[:limit]
 
 
 def _clean(text: str) -> str:
@@ -260,14 +266,15 @@ class TextWorldEnv(Env):
         import textworld
 
         path = str(self.game_path(task_id))
+        loaded = f"{path}:{self.track_admissible}"
         with warnings.catch_warnings():  # jericho: TextWorld's own z8 games are "not fully supported"
             warnings.simplefilter("ignore")
-            if self._loaded != path:
+            if self._loaded != loaded:
                 if self._env is not None:
                     self._env.close()
                 infos = textworld.EnvInfos(score=True, max_score=True, won=True, lost=True,
-                                           admissible_commands=True, objective=True)
-                self._env, self._loaded = textworld.start(path, request_infos=infos), path
+                                           admissible_commands=self.track_admissible, objective=True)
+                self._env, self._loaded = textworld.start(path, request_infos=infos), loaded
             gs = self._env.reset()
         self._max_score = max(1, gs.max_score or 1)
         self._done_actions: list[str] = []
@@ -281,7 +288,7 @@ class TextWorldEnv(Env):
 
     def _step(self, action: str):
         self._done_actions.append(action)
-        gs, score, done = self._env.step(zmachine_command(action))
+        gs, score, done = self._env.step(zmachine_command(action, INFORM_INPUT))
         self.admissible_commands = list(gs.admissible_commands or [])
         reward = max(0.0, min(1.0, (score or 0) / self._max_score))
         return _clean(gs.feedback), reward, bool(done or gs.won or gs.lost), bool(gs.won), {
