@@ -219,6 +219,7 @@ def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
     from iprkit.backends import HFBackend
     from iprkit.config import from_dict
     from iprkit.envs import make_env
+    from iprkit.envs.textworld_env import TextWorldEnv
     from iprkit.models import load_model
     from iprkit.presets import RUN_PRESETS
     from iprkit.rollout import EpisodeSpec, RolloutEngine
@@ -228,24 +229,8 @@ def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
     timer = Timer(model)
     gen = from_dict(GenerationSettings, RUN_PRESETS["demo"]["generation"])
     backend = HFBackend(model, tok, gen)
-    env_s = {"step": 0.0, "reset": 0.0}
-
-    def factory():
-        env = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"])
-        for name in ("step", "reset"):
-            inner = getattr(env, name)
-
-            def timed(*a, _inner=inner, _name=name, **kw):
-                t0 = time.perf_counter()
-                try:
-                    return _inner(*a, **kw)
-                finally:
-                    env_s[_name] += time.perf_counter() - t0
-
-            setattr(env, name, timed)
-        return env
-
-    engine = RolloutEngine(backend, factory, max_live=gen.batch_size)
+    engine = RolloutEngine(backend, lambda: make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"]),
+                           max_live=gen.batch_size)
     warm = make_env("textworld", **RUN_PRESETS["demo"]["env_kwargs"])
     ids = warm.task_ids("test")[:episodes]
     warm.reset(warm.task_ids("train")[0])  # TextWorld's one-off work in a process (its game logic parsed, about 1 s)
@@ -261,10 +246,13 @@ def rollout_profile(run: RunLayout, episodes: int, bound_gflops: float) -> dict:
             gen_s[0] += time.perf_counter() - t0
 
     backend.generate = generate
+    envs = EnvClock(TextWorldEnv)
     t0 = time.perf_counter()
     with torch.no_grad():
         trajs = engine.run([EpisodeSpec(t) for t in ids], progress=False)
     wall = time.perf_counter() - t0
+    envs.close()
+    env_s = envs.s
     engine.close()
     st, s = backend.stats, shape(model)
     flops = rollout_flops(st, s, gen.max_context)

@@ -130,17 +130,17 @@ _END = re.compile(r"\s*\*\*\* The End \*\*\*.*", re.DOTALL)
 INFORM_INPUT = 100
 """Characters of a command given to TextWorld's games: their Inform 7 parser's buffer has 123 entries, and from
 about 115 characters on it printed pages of "Programming error" lines (cut by TextWorld, differently with and
-without its state tracking) instead of an answer."""
+without its state tracking) instead of an answer. Well under Frotz's own buffer (198 bytes)."""
 
 
-def zmachine_command(action: str, limit: int = 190) -> str:
-    """What the Z-machine can take: one line of printable ASCII, at most ``limit`` bytes. Jericho hands the UTF-8
-    bytes to Frotz as they are (its buffer holds 198); sampled turns with non-ASCII bytes or line breaks
-    corrupted its memory here and crashed the process (a segfault) some steps later, in another game. A line that
-    starts with a backslash is a command to dumb-frotz itself (``\\help``, ``\\s``...), not to the game; some of them
-    corrupted its heap too (found by the fuzz test): backslashes are dropped."""
+def zmachine_command(action: str) -> str:
+    """What the game can take: one line of printable ASCII, at most :data:`INFORM_INPUT` characters. Jericho hands
+    the UTF-8 bytes to Frotz as they are; sampled turns with non-ASCII bytes or line breaks corrupted its memory here
+    and crashed the process (a segfault) some steps later, in another game. A line that starts with a backslash is a
+    command to dumb-frotz itself (``\\help``, ``\\s``...), not to the game; some of them corrupted its heap too
+    (found by the fuzz test): backslashes are dropped."""
     text = " ".join(action.replace("\\", " ").split()).encode("ascii", "ignore").decode()
-    return "".join(c for c in text if c.isprintable())[:limit]
+    return "".join(c for c in text if c.isprintable())[:INFORM_INPUT]
 
 
 def _clean(text: str) -> str:
@@ -288,7 +288,7 @@ class TextWorldEnv(Env):
 
     def _step(self, action: str):
         self._done_actions.append(action)
-        gs, score, done = self._env.step(zmachine_command(action, INFORM_INPUT))
+        gs, score, done = self._env.step(zmachine_command(action))
         self.admissible_commands = list(gs.admissible_commands or [])
         reward = max(0.0, min(1.0, (score or 0) / self._max_score))
         return _clean(gs.feedback), reward, bool(done or gs.won or gs.lost), bool(gs.won), {
